@@ -1,0 +1,61 @@
+"""livedash: an SSE-first live dashboard server.
+
+``create_app()`` is the factory hypercorn calls (``app:create_app()``); tests
+pass their own ``Settings``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from quart import Quart
+
+from . import engine as engine_module
+from . import errors
+from .demo import run_simulator
+from .fragments import HtmlFragments, install_filters
+from .routes import dashboard, events, health, metrics, stream
+from .settings import Settings
+from .sse import json_frame
+
+ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("livedash")
+
+
+def create_app(settings: Settings | None = None) -> Quart:
+    settings = settings or Settings()
+    app = Quart(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        RESPONSE_TIMEOUT=None,
+        BODY_TIMEOUT=30,
+        JSON_SORT_KEYS=False,
+    )
+    install_filters(app.jinja_env)
+    errors.register(app)
+
+    # Registered before the engine's own hook, so background tasks stop while
+    # Redis is still open (after_serving hooks run in registration order).
+    @app.after_serving
+    async def _stop_background() -> None:
+        for task in list(app.background_tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    engine_module.init_app(app, settings)
+    for blueprint in (dashboard.bp, events.bp, health.bp, metrics.bp, stream.bp):
+        app.register_blueprint(blueprint)
+
+    @app.before_serving
+    async def _formats_and_demo() -> None:
+        eng = engine_module.engine_of(app)
+        eng.encoders = {"json": json_frame, "html": HtmlFragments(app.jinja_env).frame}
+        if settings.demo:
+            app.add_background_task(run_simulator, eng, settings.demo_interval)
+            log.info("demo simulator on: posting readings every %ss", settings.demo_interval)
+
+    return app

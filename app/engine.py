@@ -1,0 +1,115 @@
+"""The engine: this process's Redis clients and the services built on them.
+
+Opened in ``before_serving`` and closed in ``after_serving``, so whoever owns
+a pool is explicit and tests (run inside ``app.test_app()``) see the same
+lifecycle as hypercorn. Two clients: a pool for commands, and one connection
+that only the broker's ``XREAD BLOCK`` uses. Never a connection per stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from quart import Quart, current_app
+from redis.asyncio import Redis
+
+from .embedded import EmbeddedServer
+from .eventlog import EventLog
+from .events import Event
+from .fanout import READ_BLOCK_MS, Broker
+from .keys import Keys
+from .series import SeriesStore
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+COMMAND_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 2.0
+
+
+@dataclass
+class Engine:
+    settings: Settings
+    keys: Keys
+    redis: Redis
+    reader: Redis
+    log: EventLog
+    broker: Broker
+    series: SeriesStore
+    # Stream formats: name -> encoder of one event's frame (json, html).
+    encoders: dict[str, Callable[[Event], bytes]] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        await self.broker.stop()
+        await self.reader.aclose()
+        await self.redis.aclose()
+
+
+def redis_url(settings: Settings) -> str:
+    """REDIS_URL, or the embedded server's socket (started if nobody runs it yet)."""
+    if settings.redis_url:
+        return settings.redis_url
+    server = EmbeddedServer(settings.data_dir)
+    if server.ensure_running():
+        log.info("started the embedded Redis-protocol server under %s", server.data_dir)
+    return server.url
+
+
+async def open_engine(settings: Settings) -> Engine:
+    url = redis_url(settings)
+    redis = Redis.from_url(
+        url, socket_timeout=COMMAND_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT, health_check_interval=30
+    )
+    reader = Redis.from_url(
+        url,
+        socket_timeout=READ_BLOCK_MS / 1000 + COMMAND_TIMEOUT,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        max_connections=2,
+    )
+    keys = Keys(settings.key_prefix)
+    event_log = EventLog(redis, keys.events, settings.event_log_maxlen)
+    broker = Broker(
+        reader,
+        EventLog(reader, keys.events, settings.event_log_maxlen),
+        settings.keepalive_interval,
+        settings.stream_queue_size,
+    )
+    engine = Engine(
+        settings=settings,
+        keys=keys,
+        redis=redis,
+        reader=reader,
+        log=event_log,
+        broker=broker,
+        series=SeriesStore(redis, keys, settings.history_size, settings.event_log_maxlen),
+    )
+    try:
+        await broker.start()
+    except BaseException:
+        await reader.aclose()
+        await redis.aclose()
+        raise
+    return engine
+
+
+def init_app(app: Quart, settings: Settings) -> None:
+    @app.before_serving
+    async def _open() -> None:
+        app.extensions["livedash"] = await open_engine(settings)
+
+    @app.after_serving
+    async def _close() -> None:
+        engine_ = app.extensions.pop("livedash", None)
+        if engine_ is not None:
+            await engine_.close()
+
+
+def engine_of(app: Quart) -> Engine:
+    return app.extensions["livedash"]  # type: ignore[no-any-return]
+
+
+def engine() -> Engine:
+    """The engine of the app handling the current request."""
+    return engine_of(current_app)

@@ -1,0 +1,128 @@
+"""Errors: one typed hierarchy, rendered in one place.
+
+    ApiError                  status, code, detail
+    ├── BadRequest            400 bad_request      (malformed JSON, bad query)
+    ├── NotFound              404 not_found
+    ├── Conflict              409 conflict         (a version check failed)
+    ├── PayloadTooLarge       413 too_large
+    ├── UnsupportedMediaType  415 unsupported_media_type
+    ├── Unprocessable         422 invalid          (well-formed, but wrong)
+    └── Unavailable           503 unavailable      (Redis down, at capacity)
+
+``register(app)`` installs the handler that turns any of them, Werkzeug's
+HTTP exceptions and Redis connection failures into ``{"error", "detail"}``
+JSON for ``/api`` (and any client that asks for JSON), or a small HTML page
+otherwise. Bad input never becomes a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from quart import Quart, Response, render_template, request
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(
+        self,
+        detail: Any = None,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+        self.body = body or {}
+
+
+class BadRequest(ApiError):
+    status, code = 400, "bad_request"
+
+
+class NotFound(ApiError):
+    status, code = 404, "not_found"
+
+
+class Conflict(ApiError):
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status, code = 413, "too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code = 415, "unsupported_media_type"
+
+
+class Unprocessable(ApiError):
+    status, code = 422, "invalid"
+
+
+class Unavailable(ApiError):
+    status, code = 503, "unavailable"
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
+def wants_json() -> bool:
+    if request.path.startswith("/api") or request.path in ("/healthz", "/readyz"):
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json"
+
+
+async def render_error(error: ApiError) -> Response:
+    headers = dict(error.headers)
+    if wants_json():
+        body: dict[str, Any] = {"error": error.code, "detail": error.detail, **error.body}
+        response = Response(orjson.dumps(body), status=error.status, content_type="application/json")
+    else:
+        html = await render_template("error.html", error=error)
+        response = Response(html, status=error.status, content_type="text/html; charset=utf-8")
+    response.headers.update(headers)
+    return response
+
+
+def register(app: Quart) -> None:
+    @app.errorhandler(ApiError)
+    async def _api_error(error: ApiError) -> Response:
+        return await render_error(error)
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        wrapped = ApiError(error.description, code=_HTTP_CODES.get(status, "http_error"))
+        wrapped.status = status
+        if status == 405 and hasattr(error, "valid_methods") and error.valid_methods:
+            wrapped.headers["Allow"] = ", ".join(error.valid_methods)
+        return await render_error(wrapped)
+
+    @app.errorhandler(RedisConnectionError)
+    @app.errorhandler(RedisTimeoutError)
+    async def _redis_down(error: Exception) -> Response:
+        log.warning("Redis unavailable during %s %s: %s", request.method, request.path, error)
+        return await render_error(
+            Unavailable("storage is unreachable; nothing was stored, retry shortly", headers={"Retry-After": "2"})
+        )

@@ -1,0 +1,56 @@
+"""HTML fragments for the htmx flavour of the stream (``format=html``).
+
+Each event type may have a template ``templates/fragments/<type>.html``; the
+fragment is rendered once per event and shared by every htmx subscriber.
+Fragments carry ``hx-swap-oob`` so one listener on the page places them.
+Jinja autoescaping is on: device names, units and tags are escaped.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import orjson
+from jinja2 import Environment, TemplateNotFound
+
+from .events import Event
+from .sse import frame
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9-]")
+
+
+def dom_id(*parts: str) -> str:
+    """A DOM id from slugs, bijective (``.`` -> ``_2e``), safe in a CSS selector."""
+    return "--".join(_UNSAFE.sub(lambda m: f"_{ord(m.group()):02x}", p) for p in parts)
+
+
+def fmt_time(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def fmt_value(value: float) -> str:
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}" if abs(value) >= 1e6 or abs(value) < 1e-3 else f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def install_filters(env: Environment) -> None:
+    env.filters["dom_id"] = lambda parts: dom_id(*parts)
+    env.filters["fmt_time"] = fmt_time
+    env.filters["fmt_value"] = fmt_value
+
+
+class HtmlFragments:
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+
+    def render(self, ev: Event) -> str:
+        try:
+            template = self.env.get_template(f"fragments/{ev.type}.html")
+        except TemplateNotFound:
+            return ""
+        return template.render(event=ev, data=orjson.loads(ev.data_json))
+
+    def frame(self, ev: Event) -> bytes:
+        return frame(self.render(ev), event=ev.type, event_id=ev.id)

@@ -1,0 +1,118 @@
+"""``GET /api/stream``: the Server-Sent-Events view of the event log.
+
+A stream starts with a ``retry:`` hint (jittered per connection) and a
+``ready`` event whose id is where it starts, so even a client that saw no
+event yet resumes from the right place. With ``Last-Event-ID`` (header) or
+``last_event_id`` (query) it first replays what was missed from the log, or
+sends ``reset`` when that is older than the kept history. Then it follows the
+broker: everything pending is written as one chunk. A named ``ping`` event
+(and a comment) goes out every keep-alive interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from quart import Blueprint, Response, request
+
+from ..bodies import topic_filter
+from ..engine import Engine, engine
+from ..errors import BadRequest, Unavailable
+from ..eventlog import Resume
+from ..events import Event, TopicFilter, parse_event_id
+from ..sse import control_frame, retry_frame
+
+bp = Blueprint("stream", __name__)
+
+STREAM_HEADERS = {
+    "Cache-Control": "no-cache, no-transform",
+    "X-Accel-Buffering": "no",
+    "Connection": "keep-alive",
+}
+
+
+@bp.get("/api/stream")
+async def stream() -> Response:
+    eng = engine()
+    fmt = request.args.get("format", "json")
+    if fmt not in eng.encoders:
+        raise BadRequest(f"unknown format {fmt!r}: use one of {sorted(eng.encoders)}", code="bad_query")
+    topics = topic_filter(request.args.get("topics"))
+    if len(eng.broker.subscriptions) >= eng.settings.max_streams:
+        raise Unavailable(
+            "this server is at its stream limit; poll /api/events or retry",
+            code="at_capacity",
+            headers={"Retry-After": "5"},
+        )
+    last_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or None
+    resume = await eng.log.resume_point(last_id)
+    response = Response(
+        event_stream(eng, topics, fmt, resume),
+        content_type="text/event-stream; charset=utf-8",
+        headers=STREAM_HEADERS,
+    )
+    response.timeout = None  # a stream lives until the client or the server ends it
+    return response
+
+
+async def event_stream(eng: Engine, topics: TopicFilter, fmt: str, resume: Resume) -> AsyncIterator[bytes]:
+    settings = eng.settings
+    encode = eng.encoders[fmt]
+    broker = eng.broker
+    opening = retry_frame(settings.retry_ms, settings.retry_jitter_ms)
+    if resume.reset:
+        opening += control_frame("reset", {"reason": resume.reset, "cursor": resume.after}, resume.after)
+    else:
+        opening += control_frame("ready", {"cursor": resume.after}, resume.after)
+    yield opening
+
+    # Replay from the log page by page, then subscribe and catch up once more:
+    # the live queue only has to hold what arrives during that last read.
+    log = LogReplay(eng, topics, fmt, resume.after)
+    async for chunk in log.chunks():
+        yield chunk
+    sub = broker.subscribe(topics)
+    try:
+        async for chunk in log.chunks():
+            yield chunk
+        upto = parse_event_id(log.cursor) or (0, 0)
+        while True:
+            await sub.wait()
+            if sub.closed:
+                break
+            parts = []
+            for item in sub.drain():
+                if isinstance(item, Event):
+                    if item.key <= upto:
+                        continue
+                    upto = item.key
+                    parts.append(item.frame(fmt, encode))
+                else:
+                    parts.append(item)
+            if parts:
+                yield b"".join(parts)
+        if sub.reason == "shutdown":
+            yield control_frame("bye", {"reason": "shutdown"})
+    finally:
+        broker.unsubscribe(sub)
+
+
+class LogReplay:
+    """Matching events after ``cursor``, read from the log a page at a time."""
+
+    def __init__(self, eng: Engine, topics: TopicFilter, fmt: str, cursor: str) -> None:
+        self.eng, self.topics, self.fmt, self.cursor = eng, topics, fmt, cursor
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        encode = self.eng.encoders[self.fmt]
+        page = self.eng.settings.replay_page_size
+        while True:
+            batch = await self.eng.log.read_after(self.cursor, page)
+            if not batch:
+                return
+            self.cursor = batch[-1].id
+            chunk = b"".join(ev.frame(self.fmt, encode) for ev in batch if self.topics.matches(ev.topic))
+            if chunk:
+                yield chunk
+            if len(batch) < page:
+                return

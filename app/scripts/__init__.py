@@ -1,0 +1,23 @@
+"""Redis Lua scripts, one file each, loaded once per process.
+
+Each script's header says what it guarantees. ``load`` registers them with a
+client; redis-py sends EVALSHA and falls back to EVAL after a server restart
+that emptied the script cache.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.resources import files
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+
+@cache
+def source(name: str) -> str:
+    return files(__package__).joinpath(f"{name}.lua").read_text()
+
+
+def load(redis: Redis, name: str) -> AsyncScript:
+    return redis.register_script(source(name))

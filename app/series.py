@@ -1,0 +1,82 @@
+"""Series: the latest value of each (device, metric) and its recent history.
+
+Writes go through one Lua script (``scripts/ingest_readings.lua``) so the
+last-write-wins check, the history append and the ``metric`` event are one
+atomic step per batch. Reads return the snapshot together with the event-log
+cursor taken in the same MULTI, so a client can stream from exactly there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from . import scripts
+from .events import ZERO_ID
+from .keys import Keys, device_topic
+from .readings import Reading
+
+
+class SeriesStore:
+    def __init__(self, redis: Redis, keys: Keys, history_size: int, log_maxlen: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.history_size = history_size
+        self.log_maxlen = log_maxlen
+        self._ingest = scripts.load(redis, "ingest_readings")
+
+    async def ingest(self, readings: list[Reading]) -> list[str]:
+        """Store a validated batch atomically; returns the event ids."""
+        keys = [self.keys.latest, self.keys.latest_ts, self.keys.events]
+        args: list[Any] = [self.history_size, self.log_maxlen]
+        for reading in readings:
+            stored = reading.model_dump(exclude_none=True)
+            data_head = orjson.dumps(stored)[:-1] + b',"latest":'
+            keys.append(self.keys.history(reading.series))
+            args += [
+                reading.series,
+                reading.ts,
+                orjson.dumps(stored),
+                orjson.dumps([reading.ts, reading.value]),
+                device_topic(reading.device),
+                data_head,
+            ]
+        ids = await self._ingest(keys=keys, args=args)
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    async def latest(self, device: str | None = None, metric: str | None = None) -> tuple[list[dict[str, Any]], str]:
+        """Latest reading of every series (optionally one device / metric), and the cursor."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.keys.latest)
+            pipe.xrevrange(self.keys.events, count=1)
+            raw, newest = await pipe.execute()
+        items = []
+        for field, value in raw.items():
+            dev, _, met = field.decode().partition("/")
+            if (device is None or dev == device) and (metric is None or met == metric):
+                items.append(orjson.loads(value))
+        items.sort(key=lambda r: (r["device"], r["metric"]))
+        return items, _cursor(newest)
+
+    async def history(self, series_ids: list[str], limit: int) -> tuple[dict[str, list[list[float]]], str]:
+        """The newest ``limit`` points of each series, oldest first, and the cursor."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for sid in series_ids:
+                pipe.zrange(self.keys.history(sid), -limit, -1)
+            pipe.xrevrange(self.keys.events, count=1)
+            *points, newest = await pipe.execute()
+        return {sid: [orjson.loads(p) for p in pts] for sid, pts in zip(series_ids, points, strict=True)}, _cursor(
+            newest
+        )
+
+    async def series_ids(self) -> list[str]:
+        return sorted(f.decode() for f in await self.redis.hkeys(self.keys.latest))
+
+
+def _cursor(newest: list[Any]) -> str:
+    if not newest:
+        return ZERO_ID
+    event_id = newest[0][0]
+    return event_id.decode() if isinstance(event_id, bytes) else str(event_id)

@@ -1,0 +1,58 @@
+"""Every setting livedash reads, in one place.
+
+Nothing else in the package reads ``os.environ``: the app factory builds a
+``Settings`` once and hands it to whoever needs it. The operator-facing names
+(``PORT``, ``REDIS_URL``, ``WEB_CONCURRENCY``, ``SECRET_KEY``) follow the PaaS
+conventions; everything else carries the ``LIVEDASH_`` prefix. The table in
+``docs/settings.md`` documents each one, and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECONDS = 1.0
+MILLISECONDS = 1
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LIVEDASH_", extra="ignore", frozen=True, populate_by_name=True)
+
+    # --- process and engine -------------------------------------------------
+    port: int = Field(8000, ge=0, le=65535, validation_alias=AliasChoices("PORT", "LIVEDASH_PORT"))
+    host: str = "127.0.0.1"
+    web_concurrency: int = Field(
+        1, ge=1, le=64, validation_alias=AliasChoices("WEB_CONCURRENCY", "LIVEDASH_WEB_CONCURRENCY")
+    )
+    redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL", "LIVEDASH_REDIS_URL"))
+    secret_key: str | None = Field(None, validation_alias=AliasChoices("SECRET_KEY", "LIVEDASH_SECRET_KEY"))
+    data_dir: Path = Path(".livedash")
+    key_prefix: str = Field("livedash:", min_length=1, max_length=64)
+    demo: bool = False
+
+    # --- event log and streams ---------------------------------------------
+    event_log_maxlen: int = Field(100_000, ge=100)
+    keepalive_interval: float = Field(15 * SECONDS, gt=0)
+    retry_ms: int = Field(2_000 * MILLISECONDS, ge=100)
+    retry_jitter_ms: int = Field(3_000 * MILLISECONDS, ge=0)
+    stream_queue_size: int = Field(1_024, ge=8)
+    max_streams: int = Field(10_000, ge=1)
+    replay_page_size: int = Field(500, ge=1, le=10_000)
+    poll_page_size: int = Field(500, ge=1, le=10_000)
+    long_poll_max_wait: float = Field(30 * SECONDS, ge=0)
+
+    # --- ingest -------------------------------------------------------------
+    history_size: int = Field(240, ge=1, le=100_000)
+    max_batch: int = Field(5_000, ge=1)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+
+    # --- demo simulator -----------------------------------------------------
+    demo_interval: float = Field(1 * SECONDS, gt=0)
+
+    @property
+    def embedded(self) -> bool:
+        """True when no REDIS_URL is set and the app runs its own server."""
+        return not self.redis_url

@@ -1,0 +1,49 @@
+"""Server-Sent-Events framing.
+
+Frames are built with ``sse_starlette``'s ``ServerSentEvent``, which splits any
+line break in the data into separate ``data:`` lines and strips them from ids
+and event names, so no payload can inject a field or a second event.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import orjson
+from sse_starlette.event import ServerSentEvent
+
+from .events import Event
+
+SEP = "\n"
+
+
+def frame(
+    data: str | None = None,
+    *,
+    event: str | None = None,
+    event_id: str | None = None,
+    retry: int | None = None,
+    comment: str | None = None,
+) -> bytes:
+    return ServerSentEvent(data, event=event, id=event_id, retry=retry, comment=comment, sep=SEP).encode()
+
+
+def json_frame(ev: Event) -> bytes:
+    """The JSON flavour: ``data:`` is the whole ``{id, type, topic, ts, data}`` object."""
+    return frame(ev.json().decode(), event=ev.type, event_id=ev.id)
+
+
+def control_frame(event: str, data: dict[str, object], event_id: str | None = None) -> bytes:
+    """A stream-only event (ready, reset, ping, bye) that is not in the log."""
+    return frame(orjson.dumps(data).decode(), event=event, event_id=event_id)
+
+
+def retry_frame(base_ms: int, jitter_ms: int) -> bytes:
+    """``retry:`` with per-connection jitter so a restart does not bring every client back at once."""
+    return frame(retry=base_ms + random.randint(0, jitter_ms), comment="livedash")
+
+
+def ping_frame() -> bytes:
+    """Keep-alive: a comment for proxies plus a named event a page's watchdog can see."""
+    return frame(comment="keep-alive") + control_frame("ping", {"ts": int(time.time() * 1000)})

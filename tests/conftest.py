@@ -1,0 +1,127 @@
+"""Fixtures: a real Redis, a private key prefix per test, the app, real servers.
+
+Redis: by default a private embedded server (the same code path as the app's
+embedded default) started once per session under a temporary directory. Set
+``LIVEDASH_TEST_REDIS_URL`` (e.g. ``redis://127.0.0.1:6379/13``) to run
+against another server instead; ``.ci/run`` does that for a second pass.
+
+Every test gets its own key prefix, and removes exactly the keys under it
+when it ends: nothing else in the database is touched, never a FLUSHDB.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis as sync_redis
+from quart import Quart
+
+from app import create_app
+from app.embedded import EmbeddedServer
+from app.settings import Settings
+
+from .servers import AppServer
+from .types import QuartClient
+
+TEST_REDIS_ENV = "LIVEDASH_TEST_REDIS_URL"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get(TEST_REDIS_ENV)
+    if external:
+        yield external
+        return
+    server = EmbeddedServer(tmp_path_factory.mktemp("redis"))
+    server.ensure_running()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def key_prefix(redis_url: str) -> Iterator[str]:
+    prefix = f"ldtest:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = sync_redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def sync_client(redis_url: str) -> Iterator[sync_redis.Redis]:
+    client = sync_redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def _settings(redis_url: str, key_prefix: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "redis_url": redis_url,
+        "key_prefix": key_prefix,
+        "keepalive_interval": 1.0,
+        "demo": False,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def make_settings(redis_url: str, key_prefix: str) -> Callable[..., Settings]:
+    def make(**overrides: object) -> Settings:
+        return _settings(redis_url, key_prefix, **overrides)
+
+    return make
+
+
+@pytest.fixture
+async def app(make_settings: Callable[..., Settings]) -> AsyncIterator[Quart]:
+    application = create_app(make_settings())
+    async with application.test_app():
+        yield application
+
+
+@pytest.fixture
+def client(app: Quart) -> QuartClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def server_env(redis_url: str, key_prefix: str) -> dict[str, str]:
+    """The environment of a real app process sharing this test's Redis and prefix."""
+    return {
+        "REDIS_URL": redis_url,
+        "LIVEDASH_KEY_PREFIX": key_prefix,
+        "LIVEDASH_KEEPALIVE_INTERVAL": "1",
+        "LIVEDASH_DEMO": "0",
+    }
+
+
+@pytest.fixture
+def start_server(server_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., AppServer]]:
+    """Factory: start a real hypercorn process (stopped at teardown)."""
+    started: list[AppServer] = []
+
+    def start(workers: int = 1, **env: str) -> AppServer:
+        merged = {**server_env, **env}
+        server = AppServer(merged, workers=workers, log_path=tmp_path / f"server-{len(started)}.log")
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(start_server: Callable[..., AppServer]) -> AppServer:
+    return start_server()
