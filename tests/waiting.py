@@ -22,13 +22,13 @@ def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: floa
 
 
 async def async_wait_until(
-    predicate: Callable[[], Awaitable[T]], timeout: float = 10.0, interval: float = 0.05, what: str = ""
+    predicate: Callable[[], Awaitable[T]], within: float = 10.0, interval: float = 0.05, what: str = ""
 ) -> T:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         result = await predicate()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+            raise AssertionError(f"timed out after {within}s waiting for {what or predicate}")
         await asyncio.sleep(interval)
