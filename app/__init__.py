@@ -17,7 +17,7 @@ from . import engine as engine_module
 from . import errors
 from .demo import run_simulator
 from .fragments import HtmlFragments, install_filters
-from .routes import dashboard, events, health, metrics, stream
+from .routes import dashboard, events, health, metrics, prometheus, stream
 from .settings import Settings
 from .sse import json_frame
 
@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> Quart:
                 await task
 
     engine_module.init_app(app, settings)
-    for blueprint in (dashboard.bp, events.bp, health.bp, metrics.bp, stream.bp):
+    for blueprint in (dashboard.bp, events.bp, health.bp, metrics.bp, prometheus.bp, stream.bp):
         app.register_blueprint(blueprint)
 
     @app.before_serving

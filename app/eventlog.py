@@ -66,7 +66,7 @@ class EventLog:
 
         No id: from the newest event on. An id that is malformed, newer than
         anything written (another engine, or an engine that lost its data), or
-        older than what trimming has already removed: ``reset``, resuming from
+        older than the oldest event kept: ``reset``, resuming from
         the newest event.
         """
         info = await self._info()
@@ -78,7 +78,7 @@ class EventLog:
             return Resume(after=format_event_id(head), reset="malformed-id")
         if wanted > head:
             return Resume(after=format_event_id(head), reset="unknown-id")
-        if wanted < info["trimmed"]:
+        if wanted < info["floor"]:
             return Resume(after=format_event_id(head), reset="expired-id")
         return Resume(after=format_event_id(wanted))
 
@@ -88,11 +88,15 @@ class EventLog:
         except ResponseError as exc:  # the key does not exist yet
             if "no such key" not in str(exc).lower():
                 raise
-            return {"last": (0, 0), "trimmed": (0, 0)}
-        return {
-            "last": _key(raw.get("last-generated-id")),
-            "trimmed": _key(raw.get("max-deleted-entry-id")),
-        }
+            return {"last": (0, 0), "floor": (0, 0)}
+        # MAXLEN trimming does not move max-deleted-entry-id (only XDEL does),
+        # so tell trimming by entries-added > length: then anything older than
+        # the first kept entry may have been lost. A client whose id is exactly
+        # the last trimmed one gets a needless reset; never a silent gap.
+        first = raw.get("first-entry")
+        trimmed = int(raw.get("entries-added", 0)) > int(raw.get("length", 0))
+        floor = _key(first[0]) if (trimmed and first) else (0, 0)
+        return {"last": _key(raw.get("last-generated-id")), "floor": max(floor, _key(raw.get("max-deleted-entry-id")))}
 
 
 def _key(value: object) -> EventKey:

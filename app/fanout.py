@@ -83,6 +83,9 @@ class Broker:
         self.log = log_
         self.keepalive = keepalive
         self.queue_size = queue_size
+        # Read in slices well under a queue's capacity: between two reads every
+        # stream gets to drain, so a burst alone never looks like a slow client.
+        self.read_count = max(1, min(READ_COUNT, queue_size // 4))
         self.subscriptions: set[Subscription] = set()
         self.last_key: EventKey | None = None
         self.dropped = 0
@@ -106,7 +109,7 @@ class Broker:
             sub.close("shutdown")
         for task in self._tasks:
             task.cancel()
-        _done, pending = await asyncio.wait(self._tasks, timeout=1.0)
+        _done, pending = await asyncio.wait(self._tasks, timeout=0.1)
         if pending:
             # redis-py can swallow a cancellation that lands while it hands a
             # connection back to its pool; breaking the socket ends the read.
@@ -153,13 +156,15 @@ class Broker:
         delay = 0.1
         while not self._stopping:
             try:
-                if self.last_key is None:
-                    self.last_key = parse_event_id(await self.log.head()) or (0, 0)
-                after = f"{self.last_key[0]}-{self.last_key[1]}"
-                response = await self.redis.xread({self.log.key: after}, count=READ_COUNT, block=READ_BLOCK_MS)
                 if not self.healthy.is_set():
-                    log.info("event log reader connected; reading after %s", after)
+                    await self.redis.ping()
+                    if self.last_key is None:
+                        self.last_key = parse_event_id(await self.log.head()) or (0, 0)
+                    log.info("event log reader connected; reading after %s-%s", *self.last_key)
                     self.healthy.set()
+                assert self.last_key is not None
+                after = f"{self.last_key[0]}-{self.last_key[1]}"
+                response = await self.redis.xread({self.log.key: after}, count=self.read_count, block=READ_BLOCK_MS)
                 delay = 0.1
                 for _stream, entries in response or ():
                     for event_id, fields in entries:

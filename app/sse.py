@@ -34,16 +34,17 @@ def json_frame(ev: Event) -> bytes:
     return frame(ev.json().decode(), event=ev.type, event_id=ev.id)
 
 
-def control_frame(event: str, data: dict[str, object], event_id: str | None = None) -> bytes:
+def control_frame(event: str, data: dict[str, object], event_id: str | None = None, retry: int | None = None) -> bytes:
     """A stream-only event (ready, reset, ping, bye) that is not in the log."""
-    return frame(orjson.dumps(data).decode(), event=event, event_id=event_id)
+    return frame(orjson.dumps(data).decode(), event=event, event_id=event_id, retry=retry)
 
 
-def retry_frame(base_ms: int, jitter_ms: int) -> bytes:
-    """``retry:`` with per-connection jitter so a restart does not bring every client back at once."""
-    return frame(retry=base_ms + random.randint(0, jitter_ms), comment="livedash")
+def jittered_retry(base_ms: int, jitter_ms: int) -> int:
+    """A ``retry:`` value with per-connection jitter, so a restart does not bring every client back at once."""
+    return base_ms + random.randint(0, jitter_ms)
 
 
 def ping_frame() -> bytes:
     """Keep-alive: a comment for proxies plus a named event a page's watchdog can see."""
-    return frame(comment="keep-alive") + control_frame("ping", {"ts": int(time.time() * 1000)})
+    # One block: a comment alone would be a separate (empty) event to some parsers.
+    return frame(orjson.dumps({"ts": int(time.time() * 1000)}).decode(), event="ping", comment="keep-alive")

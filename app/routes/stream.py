@@ -20,7 +20,7 @@ from ..engine import Engine, engine
 from ..errors import BadRequest, Unavailable
 from ..eventlog import Resume
 from ..events import Event, TopicFilter, parse_event_id
-from ..sse import control_frame, retry_frame
+from ..sse import control_frame, jittered_retry
 
 bp = Blueprint("stream", __name__)
 
@@ -59,12 +59,11 @@ async def event_stream(eng: Engine, topics: TopicFilter, fmt: str, resume: Resum
     settings = eng.settings
     encode = eng.encoders[fmt]
     broker = eng.broker
-    opening = retry_frame(settings.retry_ms, settings.retry_jitter_ms)
+    retry = jittered_retry(settings.retry_ms, settings.retry_jitter_ms)
     if resume.reset:
-        opening += control_frame("reset", {"reason": resume.reset, "cursor": resume.after}, resume.after)
+        yield control_frame("reset", {"reason": resume.reset, "cursor": resume.after}, resume.after, retry)
     else:
-        opening += control_frame("ready", {"cursor": resume.after}, resume.after)
-    yield opening
+        yield control_frame("ready", {"cursor": resume.after}, resume.after, retry)
 
     # Replay from the log page by page, then subscribe and catch up once more:
     # the live queue only has to hold what arrives during that last read.
