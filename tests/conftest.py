@@ -30,6 +30,13 @@ from .types import QuartClient
 TEST_REDIS_ENV = "LIVEDASH_TEST_REDIS_URL"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses Redis, so CI can run those again on another server."""
+    for item in items:
+        if "redis_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.redis)
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     external = os.environ.get(TEST_REDIS_ENV)
