@@ -10,12 +10,17 @@ be resumed from or needs a ``reset``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from .events import ZERO_ID, Event, EventKey, TopicFilter, format_event_id, parse_event_id
+
+
+# What redis-py returns for XRANGE / one stream of XREAD (bytes, not decoded).
+StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +56,7 @@ class EventLog:
 
     async def read_after(self, after: str, count: int) -> list[Event]:
         """Up to ``count`` events with ids strictly greater than ``after``."""
-        entries = await self.redis.xrange(self.key, min="(" + after, max="+", count=count)
+        entries = cast(StreamEntries, await self.redis.xrange(self.key, min="(" + after, max="+", count=count))
         return [Event.from_stream(eid, fields) for eid, fields in entries]
 
     async def scan(self, after: str, topics: TopicFilter, count: int) -> tuple[list[Event], str]:

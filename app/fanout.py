@@ -18,12 +18,13 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
+from typing import cast
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .eventlog import EventLog
+from .eventlog import EventLog, StreamEntries
 from .events import Event, EventKey, TopicFilter, parse_event_id
 from .sse import ping_frame
 
@@ -166,7 +167,7 @@ class Broker:
                 after = f"{self.last_key[0]}-{self.last_key[1]}"
                 response = await self.redis.xread({self.log.key: after}, count=self.read_count, block=READ_BLOCK_MS)
                 delay = 0.1
-                for _stream, entries in response or ():
+                for _stream, entries in cast(list[tuple[bytes, StreamEntries]], response or []):
                     for event_id, fields in entries:
                         self.dispatch(Event.from_stream(event_id, fields))
             except asyncio.CancelledError:

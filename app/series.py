@@ -8,7 +8,7 @@ cursor taken in the same MULTI, so a client can stream from exactly there.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -72,7 +72,8 @@ class SeriesStore:
         )
 
     async def series_ids(self) -> list[str]:
-        return sorted(f.decode() for f in await self.redis.hkeys(self.keys.latest))
+        fields = cast(list[bytes], await self.redis.hkeys(self.keys.latest))
+        return sorted(f.decode() for f in fields)
 
 
 def _cursor(newest: list[Any]) -> str:
