@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     @app.before_serving
     async def _formats_and_demo() -> None:
         eng = engine_module.engine_of(app)
-        eng.encoders = {"json": json_frame, "html": HtmlFragments(app.jinja_env).frame}
+        eng.encoders = {"json": json_frame, "html": HtmlFragments(app.jinja_loader).frame}
         if settings.demo:
             app.add_background_task(run_simulator, eng, settings.demo_interval)
             log.info("demo simulator on: posting readings every %ss", settings.demo_interval)

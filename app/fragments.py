@@ -8,14 +8,17 @@ Jinja autoescaping is on: device names, units and tags are escaped.
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import UTC, datetime
 
 import orjson
-from jinja2 import Environment, TemplateNotFound
+from jinja2 import BaseLoader, Environment, TemplateNotFound, select_autoescape
 
 from .events import Event
 from .sse import frame
+
+log = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9-]")
 
@@ -42,15 +45,28 @@ def install_filters(env: Environment) -> None:
 
 
 class HtmlFragments:
-    def __init__(self, env: Environment) -> None:
-        self.env = env
+    """Renders fragments synchronously, once per event, from the app's templates.
+
+    Quart's own environment is async-only; the broker encodes inside the
+    stream generator, so this keeps a plain (sync) environment on the same
+    loader, with autoescaping on.
+    """
+
+    def __init__(self, loader: BaseLoader | None) -> None:
+        self.env = Environment(loader=loader, autoescape=select_autoescape(default=True), auto_reload=False)
+        install_filters(self.env)
 
     def render(self, ev: Event) -> str:
         try:
             template = self.env.get_template(f"fragments/{ev.type}.html")
         except TemplateNotFound:
             return ""
-        return template.render(event=ev, data=orjson.loads(ev.data_json))
+        try:
+            return template.render(event=ev, data=orjson.loads(ev.data_json))
+        except Exception:
+            # One bad event must not end every htmx stream: send it without a fragment.
+            log.exception("could not render the %s fragment of event %s", ev.type, ev.id)
+            return ""
 
     def frame(self, ev: Event) -> bytes:
         return frame(self.render(ev), event=ev.type, event_id=ev.id)

@@ -276,3 +276,18 @@ async def test_shutdown_ends_open_streams(start_server: Callable[..., AppServer]
 
 async def _done(task: asyncio.Task[Any]) -> bool:
     return task.done()
+
+
+async def test_html_flavour_sends_escaped_fragments(server: AppServer) -> None:
+    async with open_stream(server.url, format="html") as stream:
+        ready = await stream.next()
+        assert ready.event == "ready"
+        response = httpx.post(
+            server.url + "/api/metrics",
+            json={"device": "pump-1", "metric": "temp", "value": 21.5, "ts": TS, "unit": "<b>x"},
+        )
+        [event] = await stream.take(1)
+    assert event.event == "metric" and event.id == response.json()["cursor"]
+    assert 'hx-swap-oob="true"' in event.data
+    assert "&lt;b&gt;x" in event.data and "<b>x" not in event.data
+    assert "21.5" in event.data
