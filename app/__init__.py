@@ -17,7 +17,10 @@ from . import engine as engine_module
 from . import errors
 from .demo import run_simulator
 from .fragments import HtmlFragments, install_filters
-from .routes import dashboard, events, health, metrics, prometheus, stream
+from .lifecycle import hypercorn_shutdown_event, watch_shutdown
+from .presence import run_sweeper
+from .routes import alerts, dashboard, events, health, metrics, presence, prometheus, series_page, stream
+from .routes import annotations as annotation_routes  # `annotations` is the __future__ feature
 from .settings import Settings
 from .sse import json_frame
 
@@ -32,6 +35,8 @@ def create_app(settings: Settings | None = None) -> Quart:
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         RESPONSE_TIMEOUT=None,
         BODY_TIMEOUT=30,
+        # Our background tasks loop until cancelled; do not wait for them.
+        BACKGROUND_TASK_SHUTDOWN_TIMEOUT=0.2,
         JSON_SORT_KEYS=False,
     )
     install_filters(app.jinja_env)
@@ -47,13 +52,30 @@ def create_app(settings: Settings | None = None) -> Quart:
                 await task
 
     engine_module.init_app(app, settings)
-    for blueprint in (dashboard.bp, events.bp, health.bp, metrics.bp, prometheus.bp, stream.bp):
+    for blueprint in (
+        alerts.bp,
+        annotation_routes.bp,
+        dashboard.bp,
+        events.bp,
+        health.bp,
+        metrics.bp,
+        presence.bp,
+        prometheus.bp,
+        series_page.bp,
+        stream.bp,
+    ):
         app.register_blueprint(blueprint)
 
     @app.before_serving
     async def _formats_and_demo() -> None:
         eng = engine_module.engine_of(app)
         eng.encoders = {"json": json_frame, "html": HtmlFragments(app.jinja_loader).frame}
+        # Every process sweeps presence expiry; the leave script dedupes. It
+        # ends on shutdown_event, so shutdown does not wait out Quart's timeout.
+        app.add_background_task(run_sweeper, eng.presence, settings.presence_sweep_interval, app.shutdown_event)
+        shutdown = hypercorn_shutdown_event()
+        if shutdown is not None:
+            app.add_background_task(watch_shutdown, shutdown, eng.broker.end_streams)
         if settings.demo:
             app.add_background_task(run_simulator, eng, settings.demo_interval)
             log.info("demo simulator on: posting readings every %ss", settings.demo_interval)

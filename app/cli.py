@@ -57,7 +57,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = Config()
     config.application_path = "app:create_app()"
     config.bind = [f"{host}:{port}"]
-    config.workers = workers if workers > 1 else 0
+    # Always at least one worker process: hypercorn's parent then handles
+    # signals and workers see its shutdown event (see app/lifecycle.py).
+    config.workers = max(1, workers)
     config.worker_class = _worker_class()
     config.graceful_timeout = GRACEFUL_TIMEOUT
     config.accesslog = None

@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 from quart import Quart, current_app
 from redis.asyncio import Redis
 
+from .alerts import AlertStore
+from .annotations import AnnotationStore
 from .embedded import EmbeddedServer
 from .eventlog import EventLog
 from .events import Event
 from .fanout import READ_BLOCK_MS, Broker
 from .keys import Keys
+from .presence import PresenceStore
 from .series import SeriesStore
 from .settings import Settings
 
@@ -38,6 +41,9 @@ class Engine:
     log: EventLog
     broker: Broker
     series: SeriesStore
+    annotations: AnnotationStore
+    alerts: AlertStore
+    presence: PresenceStore
     # Stream formats: name -> encoder of one event's frame (json, html).
     encoders: dict[str, Callable[[Event], bytes]] = field(default_factory=dict)
 
@@ -69,10 +75,10 @@ async def open_engine(settings: Settings) -> Engine:
         max_connections=2,
     )
     keys = Keys(settings.key_prefix)
-    event_log = EventLog(redis, keys.events, settings.event_log_maxlen)
+    event_log = EventLog(redis, keys.events, settings.event_log_maxlen, keys.epoch)
     broker = Broker(
         reader,
-        EventLog(reader, keys.events, settings.event_log_maxlen),
+        EventLog(reader, keys.events, settings.event_log_maxlen, keys.epoch),
         settings.keepalive_interval,
         settings.stream_queue_size,
     )
@@ -84,6 +90,11 @@ async def open_engine(settings: Settings) -> Engine:
         log=event_log,
         broker=broker,
         series=SeriesStore(redis, keys, settings.history_size, settings.event_log_maxlen),
+        annotations=AnnotationStore(redis, keys, settings),
+        alerts=AlertStore(redis, keys, settings),
+        presence=PresenceStore(
+            redis, keys, int((settings.presence_ttl + settings.presence_grace) * 1000), settings.event_log_maxlen
+        ),
     )
     try:
         await broker.start()

@@ -5,10 +5,15 @@ describes (so a change and its event are one atomic step) or through
 ``append`` for changes that have no other state. Reads serve replay on resume
 and the polling view. ``resume_point`` decides whether a client's last id can
 be resumed from or needs a ``reset``.
+
+The epoch (``scripts/epoch.lua``) names the dataset: a Redis that lost its
+data gets a new epoch whose floor is "now", so ids from before the loss are
+recognised as foreign and answered with ``reset`` rather than a silent gap.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import cast
 
@@ -16,8 +21,8 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from . import scripts
 from .events import ZERO_ID, Event, EventKey, TopicFilter, format_event_id, parse_event_id
-
 
 # What redis-py returns for XRANGE / one stream of XREAD (bytes, not decoded).
 StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
@@ -31,11 +36,24 @@ class Resume:
     reset: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Epoch:
+    token: str
+    floor: EventKey
+
+
 class EventLog:
-    def __init__(self, redis: Redis, key: str, maxlen: int) -> None:
+    def __init__(self, redis: Redis, key: str, maxlen: int, epoch_key: str | None = None) -> None:
         self.redis = redis
         self.key = key
         self.maxlen = maxlen
+        self.epoch_key = epoch_key or f"{key}:epoch"
+        self._epoch_script = scripts.load(redis, "epoch")
+
+    async def epoch(self) -> Epoch:
+        """This dataset's epoch, created on first use (or after the data was lost)."""
+        token, floor = await self._epoch_script(keys=[self.epoch_key, self.key], args=[uuid.uuid4().hex])
+        return Epoch(_text(token), parse_event_id(_text(floor)) or (0, 0))
 
     async def append(self, type_: str, topic: str, data: object) -> str:
         event_id = await self.redis.xadd(
@@ -75,12 +93,15 @@ class EventLog:
         the newest event.
         """
         info = await self._info()
+        epoch = await self.epoch()
         head = info["last"]
         if last_id is None:
             return Resume(after=format_event_id(head))
         wanted = parse_event_id(last_id)
         if wanted is None:
             return Resume(after=format_event_id(head), reset="malformed-id")
+        if wanted != (0, 0) and wanted < epoch.floor:
+            return Resume(after=format_event_id(head), reset="epoch-changed")
         if wanted > head:
             return Resume(after=format_event_id(head), reset="unknown-id")
         if wanted < info["floor"]:
@@ -102,6 +123,10 @@ class EventLog:
         trimmed = int(raw.get("entries-added", 0)) > int(raw.get("length", 0))
         floor = _key(first[0]) if (trimmed and first) else (0, 0)
         return {"last": _key(raw.get("last-generated-id")), "floor": max(floor, _key(raw.get("max-deleted-entry-id")))}
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _key(value: object) -> EventKey:

@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import cast
 
 from redis.asyncio import Redis
@@ -26,7 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .eventlog import EventLog, StreamEntries
 from .events import Event, EventKey, TopicFilter, parse_event_id
-from .sse import ping_frame
+from .sse import control_frame, ping_frame
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,19 @@ READ_BLOCK_MS = 5_000
 READ_COUNT = 1_000
 RECONNECT_MAX_DELAY = 5.0
 
-Ping = bytes  # a keep-alive frame, shared by every subscriber
-QueueItem = Event | Ping
+EPOCH_CHECK_INTERVAL = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """The log this stream follows was replaced (Redis lost its data): start over from ``cursor``."""
+
+    cursor: str
+    reason: str
+
+
+# Events, shared control frames (keep-alive, status) and resets.
+QueueItem = Event | bytes | Reset
 
 
 class Subscription:
@@ -94,20 +106,35 @@ class Broker:
         self.healthy = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self.epoch: str | None = None
+        self._lost = False
+        self._epoch_checked = 0.0
+        # Set once the process is shutting down: new streams are refused.
+        self.closing = False
         self.on_event: list[Callable[[Event], None]] = []
 
     # --- lifecycle ----------------------------------------------------------
     async def start(self) -> None:
         """Start reading from the newest event (or, if Redis is down, as soon as it answers)."""
+        try:
+            # Settle the epoch before the first request, so no write precedes it.
+            await self._check_epoch()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            log.warning("Redis unavailable at start (%s); the reader will retry", exc)
         self._tasks = [
             asyncio.create_task(self._read_forever(), name="livedash-broker-reader"),
             asyncio.create_task(self._keepalive_forever(), name="livedash-broker-keepalive"),
         ]
 
+    def end_streams(self, reason: str = "shutdown") -> None:
+        """Ask every open stream to finish (a deploy is under way)."""
+        self.closing = True
+        for sub in list(self.subscriptions):
+            sub.close(reason)
+
     async def stop(self) -> None:
         self._stopping = True
-        for sub in list(self.subscriptions):
-            sub.close("shutdown")
+        self.end_streams()
         for task in self._tasks:
             task.cancel()
         _done, pending = await asyncio.wait(self._tasks, timeout=0.1)
@@ -161,8 +188,14 @@ class Broker:
                     await self.redis.ping()
                     if self.last_key is None:
                         self.last_key = parse_event_id(await self.log.head()) or (0, 0)
+                    await self._check_epoch()
                     log.info("event log reader connected; reading after %s-%s", *self.last_key)
+                    if self._lost:
+                        self.broadcast(control_frame("status", {"state": "live"}))
+                        self._lost = False
                     self.healthy.set()
+                elif asyncio.get_running_loop().time() - self._epoch_checked > EPOCH_CHECK_INTERVAL:
+                    await self._check_epoch()
                 assert self.last_key is not None
                 after = f"{self.last_key[0]}-{self.last_key[1]}"
                 response = await self.redis.xread({self.log.key: after}, count=self.read_count, block=READ_BLOCK_MS)
@@ -176,6 +209,9 @@ class Broker:
                 if self.healthy.is_set():
                     log.warning("event log reader lost Redis: %s", exc)
                     self.healthy.clear()
+                    self._lost = True
+                    # Streams stay open; tell them what they show is stale until Redis is back.
+                    self.broadcast(control_frame("status", {"state": "stale", "reason": "storage-unreachable"}))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_DELAY)
             except Exception:
@@ -183,10 +219,24 @@ class Broker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_DELAY)
 
+    async def _check_epoch(self) -> None:
+        """Notice a Redis that lost its data: every open stream gets ``reset``."""
+        self._epoch_checked = asyncio.get_running_loop().time()
+        epoch = await self.log.epoch()
+        if self.epoch is not None and epoch.token != self.epoch:
+            head = await self.log.head()
+            log.warning("event log epoch changed (Redis lost its data); resetting %d streams", len(self.subscriptions))
+            self.last_key = parse_event_id(head) or (0, 0)
+            self.broadcast(Reset(head, "epoch-changed"))
+        self.epoch = epoch.token
+
+    def broadcast(self, item: bytes | Reset) -> None:
+        """One shared item to every subscriber, whatever its topics."""
+        for sub in tuple(self.subscriptions):
+            if not sub.push(item):
+                self._drop(sub)
+
     async def _keepalive_forever(self) -> None:
         while True:
             await asyncio.sleep(self.keepalive)
-            shared = ping_frame()
-            for sub in tuple(self.subscriptions):
-                if not sub.push(shared):
-                    self._drop(sub)
+            self.broadcast(ping_frame())

@@ -12,4 +12,8 @@ from .readings import Reading
 
 async def ingest(eng: Engine, readings: list[Reading]) -> list[str]:
     """Store a validated batch; returns the ids of the ``metric`` events."""
-    return await eng.series.ingest(readings)
+    ids = await eng.series.ingest(readings)
+    # After the readings are stored, so an `alert` event never precedes the
+    # `metric` event that caused it.
+    await eng.alerts.evaluate(readings)
+    return ids

@@ -19,6 +19,10 @@ class Keys:
         return f"{self.prefix}events"
 
     @property
+    def epoch(self) -> str:
+        return f"{self.prefix}epoch"
+
+    @property
     def latest(self) -> str:
         return f"{self.prefix}latest"
 
@@ -32,6 +36,58 @@ class Keys:
     @property
     def demo_lease(self) -> str:
         return f"{self.prefix}demo-lease"
+
+    # Presence (app/presence.py): per room, a sorted set of sessions scored by
+    # their expiry and a hash of who each session is; per session, the heartbeat
+    # key whose PX is the session's life; one index of rooms scored by their
+    # earliest expiry, so the sweeper finds due rooms without scanning.
+    @property
+    def presence_rooms(self) -> str:
+        return f"{self.prefix}presence:rooms"
+
+    def presence_expiry(self, room: str) -> str:
+        return f"{self.prefix}presence:expiry:{room}"
+
+    def presence_members(self, room: str) -> str:
+        return f"{self.prefix}presence:members:{room}"
+
+    def presence_heartbeat(self, room: str, session: str) -> str:
+        """Rooms and sessions cannot contain '/', so this is unambiguous."""
+        return f"{self.prefix}presence:hb:{room}/{session}"
+
+    # Annotations (app/annotations.py): one hash per annotation (kept as a
+    # tombstone for a while after delete), its revision list, and one index of
+    # live annotation ids scored by ts.
+    def annotation(self, annotation_id: str) -> str:
+        return f"{self.prefix}annotation:{annotation_id}"
+
+    def annotation_revisions(self, annotation_id: str) -> str:
+        return f"{self.prefix}annotation-revisions:{annotation_id}"
+
+    @property
+    def annotations_by_ts(self) -> str:
+        return f"{self.prefix}annotations:by-ts"
+
+    # Alert rules (app/alerts.py): one hash per rule (tombstone after delete),
+    # its revisions, and three tables the evaluation script reads: rule JSON
+    # by id, rule ids by series, and each rule's state by id.
+    def alert_rule(self, rule_id: str) -> str:
+        return f"{self.prefix}alert-rule:{rule_id}"
+
+    def alert_rule_revisions(self, rule_id: str) -> str:
+        return f"{self.prefix}alert-rule-revisions:{rule_id}"
+
+    @property
+    def alert_rules(self) -> str:
+        return f"{self.prefix}alerts:rules"
+
+    @property
+    def alert_rules_by_series(self) -> str:
+        return f"{self.prefix}alerts:by-series"
+
+    @property
+    def alert_state(self) -> str:
+        return f"{self.prefix}alerts:state"
 
     @property
     def pattern(self) -> str:

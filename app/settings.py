@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SECONDS = 1.0
@@ -51,6 +51,29 @@ class Settings(BaseSettings):
 
     # --- demo simulator -----------------------------------------------------
     demo_interval: float = Field(1 * SECONDS, gt=0)
+
+    # --- presence -------------------------------------------------------------
+    # A tab is dropped once no heartbeat came for ttl + grace (Redis time), and
+    # the leave goes out within one sweep after that: with the defaults a tab
+    # killed without notice is gone in at most ~26 s, and a tab may lose a whole
+    # heartbeat and still be 5 s late with the next before anyone sees a leave.
+    presence_heartbeat_interval: float = Field(10 * SECONDS, gt=0)
+    presence_ttl: float = Field(20 * SECONDS, gt=0)
+    presence_grace: float = Field(5 * SECONDS, ge=0)
+    presence_sweep_interval: float = Field(1 * SECONDS, gt=0)
+
+    # --- collaborative writes (annotations, alert rules) -----------------------
+    # A deleted document stays a tombstone this long, so a stale update made
+    # from an old copy gets 410 instead of resurrecting it.
+    tombstone_ttl: float = Field(7 * 24 * 3600 * SECONDS, gt=0)
+    revisions_max: int = Field(100, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _presence_outlives_heartbeat(self) -> Settings:
+        # A TTL at or under the heartbeat interval would make every tab flap.
+        if self.presence_ttl <= self.presence_heartbeat_interval:
+            raise ValueError("LIVEDASH_PRESENCE_TTL must be longer than LIVEDASH_PRESENCE_HEARTBEAT_INTERVAL")
+        return self
 
     @property
     def embedded(self) -> bool:

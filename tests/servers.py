@@ -84,7 +84,9 @@ class AppServer:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            # Like a PaaS or Kubernetes: SIGTERM to hypercorn's parent, which
+            # tells its workers to shut down gracefully.
+            self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -95,6 +97,16 @@ class AppServer:
         code = self.proc.returncode
         self.proc = None
         return code
+
+    def worker_pids(self) -> list[int]:
+        import psutil
+
+        assert self.proc is not None
+        return [
+            child.pid
+            for child in psutil.Process(self.proc.pid).children(recursive=True)
+            if "python" in child.name() or "hypercorn" in " ".join(child.cmdline())
+        ]
 
     def kill(self) -> None:
         """SIGKILL the whole process group (hypercorn and its workers)."""

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from httpx_sse import EventSource, ServerSentEvent, aconnect_sse
 
-CONTROL = {"ready", "reset", "ping", "bye"}
+CONTROL = {"ready", "reset", "ping", "bye", "status"}
 
 
 @dataclass

@@ -108,7 +108,7 @@ async def test_expired_id_gets_reset(start_server: Callable[..., AppServer]) -> 
     server = start_server(LIVEDASH_EVENT_LOG_MAXLEN="100")
     first = post_batch(server.url, [{"device": "d", "metric": "m", "value": 0, "ts": TS}])
     # MAXLEN ~ trims whole stream nodes (100 entries each by default): write well past it.
-    for round_ in range(6):
+    for _ in range(6):
         post_batch(server.url, [{"device": "d", "metric": "m", "value": i, "ts": TS + i} for i in range(200)])
     async with open_stream(server.url, headers={"Last-Event-ID": first}) as stream:
         reset = await stream.next()
@@ -240,7 +240,7 @@ async def test_client_that_never_reads_is_dropped_and_others_keep_receiving(
             rss_before = proc.memory_info().rss
             tags = {f"k{i}": "x" * 100 for i in range(16)}  # ~2 KiB per event
             last = ""
-            for round_ in range(15):
+            for _ in range(15):
                 batch = [{"device": "d", "metric": "m", "value": i, "ts": TS + i, "tags": tags} for i in range(1000)]
                 last = await asyncio.to_thread(post_batch, server.url, batch)
                 # The healthy client reads everything as it goes.

@@ -1,4 +1,4 @@
-"""``GET /``: the dashboard, server-rendered from snapshots, then live over SSE."""
+"""``GET /``: the dashboard, server-rendered from snapshots, then kept live by static/js."""
 
 from __future__ import annotations
 
@@ -7,23 +7,36 @@ from typing import Any
 from quart import Blueprint, render_template
 
 from ..engine import engine
+from .page_context import firing, page_settings, rules_by_series
 
 bp = Blueprint("dashboard", __name__)
 
 SPARK_POINTS = 120
+RECENT_NOTES = 30
 
 
 async def _tiles_context() -> dict[str, Any]:
     eng = engine()
-    series, cursor = await eng.series.latest()
+    cursor = await eng.log.head()  # first: every snapshot below is at least this new
+    series, _ = await eng.series.latest()
     ids = [f"{r['device']}/{r['metric']}" for r in series]
     history, _ = await eng.series.history(ids, SPARK_POINTS)
-    return {"series": series, "history": history, "cursor": cursor}
+    rules, _ = await eng.alerts.rules()
+    return {
+        "series": series,
+        "history": history,
+        "rules": rules_by_series(rules),
+        "firing": firing,
+        "cursor": cursor,
+    }
 
 
 @bp.get("/")
 async def index() -> str:
-    return await render_template("dashboard.html", **await _tiles_context())
+    eng = engine()
+    context = await _tiles_context()
+    notes = await eng.annotations.search(limit=RECENT_NOTES)
+    return await render_template("dashboard.html", notes=notes, room="dashboard", page=page_settings(eng), **context)
 
 
 @bp.get("/fragments/tiles")

@@ -25,15 +25,22 @@ class BrokerCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         eng = engine_of(self.app)  # type: ignore[arg-type]
         broker = eng.broker
-        yield GaugeMetricFamily("livedash_streams_open", "Open SSE streams and waiting long polls in this process",
-                                value=len(broker.subscriptions))
+        yield GaugeMetricFamily(
+            "livedash_streams_open",
+            "Open SSE streams and waiting long polls in this process",
+            value=len(broker.subscriptions),
+        )
         yield CounterMetricFamily("livedash_events_delivered", "Events queued to subscribers", value=broker.delivered)
-        yield CounterMetricFamily("livedash_streams_dropped", "Subscribers dropped as slow consumers",
-                                  value=broker.dropped)
+        yield CounterMetricFamily(
+            "livedash_streams_dropped", "Subscribers dropped as slow consumers", value=broker.dropped
+        )
         depth = max((len(s.queue) for s in tuple(broker.subscriptions)), default=0)
         yield GaugeMetricFamily("livedash_stream_queue_depth_max", "Deepest subscriber queue", value=depth)
-        yield GaugeMetricFamily("livedash_event_reader_healthy", "1 while the event-log reader reads",
-                                value=1 if broker.healthy.is_set() else 0)
+        yield GaugeMetricFamily(
+            "livedash_event_reader_healthy",
+            "1 while the event-log reader reads",
+            value=1 if broker.healthy.is_set() else 0,
+        )
 
 
 @bp.get("/metrics")

@@ -20,6 +20,7 @@ from ..engine import Engine, engine
 from ..errors import BadRequest, Unavailable
 from ..eventlog import Resume
 from ..events import Event, TopicFilter, parse_event_id
+from ..fanout import Reset
 from ..sse import control_frame, jittered_retry
 
 bp = Blueprint("stream", __name__)
@@ -38,6 +39,8 @@ async def stream() -> Response:
     if fmt not in eng.encoders:
         raise BadRequest(f"unknown format {fmt!r}: use one of {sorted(eng.encoders)}", code="bad_query")
     topics = topic_filter(request.args.get("topics"))
+    if eng.broker.closing:
+        raise Unavailable("this server is shutting down; reconnect", code="shutting_down", headers={"Retry-After": "1"})
     if len(eng.broker.subscriptions) >= eng.settings.max_streams:
         raise Unavailable(
             "this server is at its stream limit; poll /api/events or retry",
@@ -86,12 +89,16 @@ async def event_stream(eng: Engine, topics: TopicFilter, fmt: str, resume: Resum
                         continue
                     upto = item.key
                     parts.append(item.frame(fmt, encode))
+                elif isinstance(item, Reset):
+                    upto = parse_event_id(item.cursor) or (0, 0)
+                    parts.append(control_frame("reset", {"reason": item.reason, "cursor": item.cursor}, item.cursor))
                 else:
                     parts.append(item)
             if parts:
                 yield b"".join(parts)
         if sub.reason == "shutdown":
-            yield control_frame("bye", {"reason": "shutdown"})
+            # A short retry: the client should come straight back (to another worker or the new release).
+            yield control_frame("bye", {"reason": "shutdown"}, retry=jittered_retry(250, 1000))
     finally:
         broker.unsubscribe(sub)
 

@@ -1,0 +1,91 @@
+"""Alert rules over HTTP, with their current state.
+
+Rules follow the same write rules as annotations: ``version`` or
+``If-Match`` makes a write conditional (409 with the current rule when it is
+stale), none makes it last-write-wins, and a deleted rule's tombstone
+answers 410. ``GET /api/alerts/rules`` and ``GET /api/alerts/state`` are the
+snapshots, each with the event-log cursor to stream from.
+"""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response, request
+
+from ..alerts import RuleCreate, RuleUpdate, rule_form_fields
+from ..annotations import Precondition, parse_model
+from ..bodies import json_or_form
+from ..engine import engine
+from ..errors import NotFound
+from ..versioned import Gone, check_id, expected_version
+from .documents import doc_response, json_response, optional_body, slug_arg
+
+bp = Blueprint("alerts", __name__)
+
+NOUN = "alert rule"
+
+
+@bp.get("/api/alerts/rules")
+async def list_rules() -> Response:
+    device, metric = slug_arg("device"), slug_arg("metric")
+    rules, cursor = await engine().alerts.rules()
+    rules = [r for r in rules if device in (None, r["device"]) and metric in (None, r["metric"])]
+    return json_response({"rules": rules, "cursor": cursor}, headers={"Cache-Control": "no-store"})
+
+
+@bp.get("/api/alerts/state")
+async def states() -> Response:
+    found, cursor = await engine().alerts.states()
+    return json_response({"states": found, "cursor": cursor}, headers={"Cache-Control": "no-store"})
+
+
+@bp.post("/api/alerts/rules")
+async def create() -> Response:
+    body, is_form = await json_or_form()
+    if is_form:
+        body = rule_form_fields(body, update=False)
+        body.pop("version", None)
+    written = await engine().alerts.create(parse_model(RuleCreate, body))
+    return doc_response(written.doc, 201, f"/api/alerts/rules/{written.doc['id']}")
+
+
+@bp.get("/api/alerts/rules/<rule_id>")
+async def fetch(rule_id: str) -> Response:
+    doc = await engine().alerts.get(check_id(rule_id, NOUN))
+    if doc is None:
+        raise NotFound(f"no alert rule {rule_id!r}")
+    if doc["deleted"]:
+        raise Gone(f"alert rule {rule_id!r} was deleted", body={"current": doc})
+    return doc_response(doc)
+
+
+@bp.get("/api/alerts/rules/<rule_id>/revisions")
+async def revisions(rule_id: str) -> Response:
+    store = engine().alerts
+    if await store.get(check_id(rule_id, NOUN)) is None:
+        raise NotFound(f"no alert rule {rule_id!r}")
+    return json_response({"revisions": await store.revisions(rule_id)})
+
+
+@bp.post("/api/alerts/rules/<rule_id>")
+async def update(rule_id: str) -> Response:
+    check_id(rule_id, NOUN)
+    body, is_form = await json_or_form()
+    if is_form:
+        body = rule_form_fields(body, update=True)
+    patch = parse_model(RuleUpdate, body)
+    expected = expected_version(patch.version, request.headers.get("If-Match"))
+    written = await engine().alerts.update(rule_id, patch, expected)
+    return doc_response(written.doc)
+
+
+@bp.post("/api/alerts/rules/<rule_id>/delete")
+@bp.delete("/api/alerts/rules/<rule_id>")
+async def delete(rule_id: str) -> Response:
+    check_id(rule_id, NOUN)
+    body, _ = await optional_body()
+    if isinstance(body, dict):
+        body = {k: v for k, v in body.items() if v != ""}
+    pre = parse_model(Precondition, body)
+    expected = expected_version(pre.version, request.headers.get("If-Match"))
+    written = await engine().alerts.delete(rule_id, expected, pre.author)
+    return doc_response(written.doc)

@@ -1,0 +1,42 @@
+"""The vendored front-end assets are the pinned versions, with their licences and source notes."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parent.parent
+VENDOR = ROOT / "static" / "vendor"
+
+
+def _pins() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("download_vendor", ROOT / "scripts" / "download_vendor.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_htmx_is_the_pinned_version() -> None:
+    version = _pins().HTMX_VERSION
+    text = (VENDOR / "htmx" / f"htmx-{version}.min.js").read_text()
+    assert f'version:"{version}"' in text
+    assert (VENDOR / "htmx" / "LICENSE").is_file()
+    assert version in (VENDOR / "htmx" / "SOURCE").read_text()
+
+
+def test_sse_extension_and_uplot_are_pinned() -> None:
+    pins = _pins()
+    assert (VENDOR / "htmx" / f"htmx-ext-sse-{pins.HTMX_SSE_VERSION}.js").is_file()
+    uplot = (VENDOR / "uplot" / f"uPlot-{pins.UPLOT_VERSION}.iife.min.js").read_text()
+    assert f"(v{pins.UPLOT_VERSION})" in uplot
+    assert "MIT" in (VENDOR / "uplot" / "LICENSE").read_text()
+
+
+def test_pages_load_the_vendored_files() -> None:
+    pins = _pins()
+    base = (ROOT / "templates" / "base.html").read_text()
+    assert f"htmx-{pins.HTMX_VERSION}.min.js" in base
+    series = (ROOT / "templates" / "series.html").read_text()
+    assert f"uPlot-{pins.UPLOT_VERSION}.iife.min.js" in series
