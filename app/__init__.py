@@ -13,14 +13,19 @@ from pathlib import Path
 
 from quart import Quart
 
+from . import auth, errors, logs, security_headers, telemetry
 from . import engine as engine_module
-from . import errors
 from .demo import run_simulator
 from .fragments import HtmlFragments, install_filters
 from .lifecycle import hypercorn_shutdown_event, watch_shutdown
+from .mqtt_bridge import run_bridge
 from .presence import run_sweeper
 from .routes import alerts, dashboard, events, health, metrics, presence, prometheus, series_page, stream
 from .routes import annotations as annotation_routes  # `annotations` is the __future__ feature
+from .routes import auth as auth_routes
+from .routes import docs as docs_routes
+from .routes import tokens as token_routes
+from .routes import write as write_routes
 from .settings import Settings
 from .sse import json_frame
 
@@ -39,8 +44,11 @@ def create_app(settings: Settings | None = None) -> Quart:
         BACKGROUND_TASK_SHUTDOWN_TIMEOUT=0.2,
         JSON_SORT_KEYS=False,
     )
+    logs.configure(settings)
     install_filters(app.jinja_env)
     errors.register(app)
+    # First of the request hooks: every later line (auth's too) carries the request id.
+    logs.init_app(app)
 
     # Registered before the engine's own hook, so background tasks stop while
     # Redis is still open (after_serving hooks run in registration order).
@@ -52,7 +60,14 @@ def create_app(settings: Settings | None = None) -> Quart:
                 await task
 
     engine_module.init_app(app, settings)
+    telemetry.init_app(app, settings)
+    # After the engine (its before_serving opens Redis first); refuses to build
+    # an app with auth on and no SECRET_KEY.
+    auth.init_app(app, settings)
+    security_headers.init_app(app)
     for blueprint in (
+        auth_routes.bp,
+        token_routes.bp,
         alerts.bp,
         annotation_routes.bp,
         dashboard.bp,
@@ -63,6 +78,8 @@ def create_app(settings: Settings | None = None) -> Quart:
         prometheus.bp,
         series_page.bp,
         stream.bp,
+        docs_routes.bp,
+        write_routes.bp,
     ):
         app.register_blueprint(blueprint)
 
@@ -79,5 +96,8 @@ def create_app(settings: Settings | None = None) -> Quart:
         if settings.demo:
             app.add_background_task(run_simulator, eng, settings.demo_interval)
             log.info("demo simulator on: posting readings every %ss", settings.demo_interval)
+        if settings.mqtt_url:
+            # Every process runs it; only the holder of a Redis lease connects.
+            app.add_background_task(run_bridge, eng, settings.mqtt_url, settings.mqtt_topic, settings.mqtt_qos)
 
     return app

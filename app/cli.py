@@ -15,12 +15,16 @@ import sys
 from hypercorn.config import Config
 from hypercorn.run import run as hypercorn_run
 
+from .bootstrap import add_token_commands, prepare_run
+from .cli_clients import add_client_commands
 from .embedded import EmbeddedServer
 from .settings import Settings
+from .telemetry import prepare_multiproc_dir
 
 log = logging.getLogger("livedash")
 
 GRACEFUL_TIMEOUT = 5.0
+KEEP_ALIVE_TIMEOUT = 20.0
 
 
 def _worker_class() -> str:
@@ -54,6 +58,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         if not started:
             server = None  # someone else's: leave it running
+    # Auth on by default: a secret key for the workers, and the first admin's login link.
+    security_lines = prepare_run(settings, settings.redis_url or EmbeddedServer(settings.data_dir).url, host, port)
+    # One metrics directory per run, emptied: /metrics then adds up this run's workers (app/telemetry.py).
+    metrics_dir = settings.prometheus_multiproc_dir or settings.data_dir / "prometheus"
+    prepare_multiproc_dir(metrics_dir)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     config = Config()
     config.application_path = "app:create_app()"
     config.bind = [f"{host}:{port}"]
@@ -62,10 +72,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     config.workers = max(1, workers)
     config.worker_class = _worker_class()
     config.graceful_timeout = GRACEFUL_TIMEOUT
+    # As in the Procfile: idle (and half-sent) connections close after this.
+    config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
     config.accesslog = None
     print(
         f"livedash: dashboard on http://{host}:{port}/  (stream: curl -N http://{host}:{port}/api/stream)", flush=True
     )
+    print("\n".join(security_lines), flush=True)
     try:
         return hypercorn_run(config)
     finally:
@@ -89,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         help="run the built-in sensor simulator (default on)",
     )
     run.set_defaults(func=cmd_run)
+    add_token_commands(sub)
+    add_client_commands(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -75,7 +75,7 @@ async def run_simulator(eng: Engine, interval: float, rng: random.Random | None 
                 readings = [
                     Reading(device=s.device, metric=s.metric, value=s.step(t, rng), unit=s.unit, ts=ts) for s in signals
                 ]
-                await ingest(eng, readings)
+                await ingest(eng, readings, source="demo")
                 t += interval
         except RedisError as exc:
             log.warning("demo simulator: Redis unavailable (%s); retrying", exc)

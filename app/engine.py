@@ -81,6 +81,8 @@ async def open_engine(settings: Settings) -> Engine:
         EventLog(reader, keys.events, settings.event_log_maxlen, keys.epoch),
         settings.keepalive_interval,
         settings.stream_queue_size,
+        settings.stream_max_rate,
+        settings.stream_write_budget,
     )
     engine = Engine(
         settings=settings,

@@ -2,11 +2,14 @@
 
     ApiError                  status, code, detail
     ├── BadRequest            400 bad_request      (malformed JSON, bad query)
+    ├── Unauthorized          401 unauthorized     (no credential, or a bad one)
+    ├── Forbidden             403 forbidden        (a role, scope or CSRF check said no)
     ├── NotFound              404 not_found
     ├── Conflict              409 conflict         (a version check failed)
     ├── PayloadTooLarge       413 too_large
     ├── UnsupportedMediaType  415 unsupported_media_type
     ├── Unprocessable         422 invalid          (well-formed, but wrong)
+    ├── TooManyRequests       429 rate_limited     (with Retry-After)
     └── Unavailable           503 unavailable      (Redis down, at capacity)
 
 ``register(app)`` installs the handler that turns any of them, Werkzeug's
@@ -53,6 +56,14 @@ class BadRequest(ApiError):
     status, code = 400, "bad_request"
 
 
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(ApiError):
+    status, code = 403, "forbidden"
+
+
 class NotFound(ApiError):
     status, code = 404, "not_found"
 
@@ -73,16 +84,23 @@ class Unprocessable(ApiError):
     status, code = 422, "invalid"
 
 
+class TooManyRequests(ApiError):
+    status, code = 429, "rate_limited"
+
+
 class Unavailable(ApiError):
     status, code = 503, "unavailable"
 
 
 _HTTP_CODES = {
     400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     413: "too_large",
     415: "unsupported_media_type",
+    429: "rate_limited",
 }
 
 
@@ -99,7 +117,8 @@ async def render_error(error: ApiError) -> Response:
         body: dict[str, Any] = {"error": error.code, "detail": error.detail, **error.body}
         response = Response(orjson.dumps(body), status=error.status, content_type="application/json")
     else:
-        html = await render_template("error.html", error=error)
+        # The page shell (base.html) expects page context; an error page has none of its own.
+        html = await render_template("error.html", error=error, page={}, room="", cursor="")
         response = Response(html, status=error.status, content_type="text/html; charset=utf-8")
     response.headers.update(headers)
     return response

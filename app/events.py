@@ -19,6 +19,7 @@ EVENT_ID_RE: Final = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 ZERO_ID: Final = "0-0"
 
 EventKey = tuple[int, int]
+_UNPARSED: Final = object()
 
 
 def parse_event_id(value: str) -> EventKey | None:
@@ -36,7 +37,7 @@ def format_event_id(key: EventKey) -> str:
 class Event:
     """One entry of the event log, decoded lazily and encoded once per format."""
 
-    __slots__ = ("_frames", "_json", "data_json", "id", "key", "topic", "type")
+    __slots__ = ("_data", "_frames", "_json", "data_json", "id", "key", "topic", "type")
 
     def __init__(self, event_id: str, type_: str, topic: str, data_json: bytes) -> None:
         self.id = event_id
@@ -48,6 +49,7 @@ class Event:
         self.topic = topic
         self.data_json = data_json
         self._json: bytes | None = None
+        self._data: object = _UNPARSED
         self._frames: dict[str, bytes] = {}
 
     @classmethod
@@ -71,6 +73,12 @@ class Event:
             head = orjson.dumps({"id": self.id, "type": self.type, "topic": self.topic, "ts": self.ts})
             self._json = head[:-1] + b',"data":' + self.data_json + b"}"
         return self._json
+
+    def data(self) -> object:
+        """The payload, parsed on first use only (the hot path never needs it)."""
+        if self._data is _UNPARSED:
+            self._data = orjson.loads(self.data_json)
+        return self._data
 
     def as_dict(self) -> dict[str, object]:
         return orjson.loads(self.json())  # type: ignore[no-any-return]

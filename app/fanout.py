@@ -7,9 +7,19 @@ plus a wake-up flag; its stream drains everything pending in one go and writes
 it as one chunk. An event's bytes are built once per format (``Event.frame``),
 not once per subscriber. Keep-alives are one shared frame per tick.
 
-A subscriber that stops reading fills its queue; it is then dropped (its
+Streams are paced (``pacing.Pacer``): at most ``stream_max_rate`` writes
+per second each, and fewer when ``stream_write_budget`` writes per second
+spread over all open streams says so; every write carries all that is
+pending, because on a busy server the per-write cost (one ``send()`` and the
+ASGI path) dominates.
+
+A stream that falls behind fills its queue; its backlog is then conflated
+(``conflation``: the newest value per series plus a ``skip`` marker). One
+that had something pending at a keep-alive tick and wrote nothing by the
+next is stuck, not slow (its client stopped reading): it is dropped (its
 request task is cancelled, which closes the connection) and resumes by id
-when it reconnects. Memory per stream is bounded by ``stream_queue_size``.
+when it reconnects. Memory per stream is bounded by
+``stream_queue_size``.
 """
 
 from __future__ import annotations
@@ -25,8 +35,10 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .conflation import Skip, conflate
 from .eventlog import EventLog, StreamEntries
 from .events import Event, EventKey, TopicFilter, parse_event_id
+from .pacing import Pacer
 from .sse import control_frame, ping_frame
 
 log = logging.getLogger(__name__)
@@ -46,52 +58,129 @@ class Reset:
     reason: str
 
 
-# Events, shared control frames (keep-alive, status) and resets.
-QueueItem = Event | bytes | Reset
+# Events, shared control frames (keep-alive, status), resets and conflation markers.
+QueueItem = Event | bytes | Reset | Skip
 
 
 class Subscription:
-    """One open stream (or waiting long poll) in this process."""
+    """One open stream (or waiting long poll) in this process.
 
-    __slots__ = ("_wake", "closed", "limit", "queue", "reason", "task", "topics")
+    Waking is a bare future rather than an ``asyncio.Event``: it is the
+    per-stream, per-write hot path. ``_owed`` is set from the first push after
+    a drain until the next drain, so a burst costs one wake-up (or one place
+    in the pacer's bucket), not one per event.
+    """
 
-    def __init__(self, topics: TopicFilter, limit: int, task: asyncio.Task[object] | None) -> None:
+    __slots__ = (
+        "_owed",
+        "_pacer",
+        "_ready",
+        "_waiter",
+        "backlogged",
+        "closed",
+        "conflate",
+        "due",
+        "limit",
+        "progressed",
+        "queue",
+        "reason",
+        "task",
+        "topics",
+    )
+
+    def __init__(
+        self,
+        topics: TopicFilter,
+        limit: int,
+        task: asyncio.Task[object] | None,
+        pacer: Pacer | None = None,
+        conflate: bool = False,
+    ) -> None:
         self.topics = topics
         self.queue: deque[QueueItem] = deque()
         self.limit = limit
         self.closed = False
         self.reason = ""
         self.task = task
-        self._wake = asyncio.Event()
+        self.conflate = conflate
+        # For the stuck-stream sweep: had something pending at the last
+        # keep-alive tick / drained anything since.
+        self.backlogged = False
+        self.progressed = False
+        # Loop time before which the pacer holds wake-ups back (rate cap).
+        self.due = 0.0
+        self._pacer = pacer
+        self._owed = False
+        self._ready = False
+        self._waiter: asyncio.Future[None] | None = None
 
     def push(self, item: QueueItem) -> bool:
-        """Queue an item; False when the queue is full (the caller drops us)."""
-        if len(self.queue) >= self.limit:
+        """Queue an item; False when the queue is full (the broker conflates or drops us)."""
+        queue = self.queue
+        if len(queue) >= self.limit:
             return False
-        self.queue.append(item)
-        self._wake.set()
+        queue.append(item)
+        if not self._owed:
+            self._owed = True
+            pacer = self._pacer
+            if pacer is None or pacer.admit(self, asyncio.get_running_loop().time()):
+                self.wake()
+        elif not self._ready and len(queue) >= self.limit >> 1:
+            # A backlog is building while the pacer holds us back: write now
+            # rather than overflow waiting for the timer (the cap is there to
+            # fill writes, never to make a healthy stream look slow).
+            self.wake()
         return True
+
+    def wake(self) -> None:
+        self._ready = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def close(self, reason: str) -> None:
         if not self.closed:
             self.closed = True
             self.reason = reason
-            self._wake.set()
+            self.wake()
 
     async def wait(self) -> None:
-        await self._wake.wait()
-        self._wake.clear()
+        if not self._ready:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self._ready = False
 
     def drain(self) -> list[QueueItem]:
         items = list(self.queue)
         self.queue.clear()
+        self._owed = False
+        self.progressed = True
+        if self._pacer is not None:
+            self.due = asyncio.get_running_loop().time() + self._pacer.interval
         return items
+
+    def conflate_queue(self) -> int:
+        """Cut the backlog to the newest value per series; how many events were skipped."""
+        kept, skipped = conflate(self.queue)
+        self.queue = deque(kept)
+        return skipped
 
 
 class Broker:
     """The process's single event-log reader and its subscribers."""
 
-    def __init__(self, redis: Redis, log_: EventLog, keepalive: float, queue_size: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        log_: EventLog,
+        keepalive: float,
+        queue_size: int,
+        stream_max_rate: float = 0.0,
+        write_budget: float = 0.0,
+    ) -> None:
         self.redis = redis
         self.log = log_
         self.keepalive = keepalive
@@ -103,6 +192,9 @@ class Broker:
         self.last_key: EventKey | None = None
         self.dropped = 0
         self.delivered = 0
+        self.conflated = 0
+        # Streams share one pacer (the rate cap); long polls want every wake at once.
+        self.pacer = Pacer(stream_max_rate, write_budget) if stream_max_rate > 0 or write_budget > 0 else None
         self.healthy = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -147,13 +239,19 @@ class Broker:
 
     # --- subscribers --------------------------------------------------------
     def subscribe(self, topics: TopicFilter, *, cancel_on_overflow: bool = True) -> Subscription:
+        """A stream (paced, conflated when it falls behind) or, without ``cancel_on_overflow``, a long poll."""
         task = asyncio.current_task() if cancel_on_overflow else None
-        sub = Subscription(topics, self.queue_size, task)
+        stream = cancel_on_overflow
+        sub = Subscription(topics, self.queue_size, task, self.pacer if stream else None, conflate=stream)
         self.subscriptions.add(sub)
+        if self.pacer is not None:
+            self.pacer.resize(len(self.subscriptions))
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         self.subscriptions.discard(sub)
+        if self.pacer is not None:
+            self.pacer.resize(len(self.subscriptions))
 
     def _drop(self, sub: Subscription) -> None:
         """A subscriber whose queue is full: free its memory and end its connection."""
@@ -166,6 +264,16 @@ class Broker:
         if sub.task is not None and not sub.task.done():
             sub.task.cancel()
 
+    def _overflow(self, sub: Subscription, item: QueueItem) -> bool:
+        """A full queue: conflate it, or drop the subscriber if that frees no room. True if ``item`` got in."""
+        if sub.conflate:
+            skipped = sub.conflate_queue()
+            self.conflated += skipped
+            if sub.push(item):
+                return True
+        self._drop(sub)
+        return False
+
     def dispatch(self, event: Event) -> None:
         if self.last_key is not None and event.key <= self.last_key:
             return
@@ -173,11 +281,8 @@ class Broker:
         for hook in self.on_event:
             hook(event)
         for sub in tuple(self.subscriptions):
-            if sub.topics.matches(event.topic):
-                if sub.push(event):
-                    self.delivered += 1
-                else:
-                    self._drop(sub)
+            if sub.topics.matches(event.topic) and (sub.push(event) or self._overflow(sub, event)):
+                self.delivered += 1
 
     # --- the reader ---------------------------------------------------------
     async def _read_forever(self) -> None:
@@ -234,9 +339,27 @@ class Broker:
         """One shared item to every subscriber, whatever its topics."""
         for sub in tuple(self.subscriptions):
             if not sub.push(item):
+                self._overflow(sub, item)
+
+    def sweep_stuck(self) -> None:
+        """Drop streams that had something to send a whole keep-alive interval ago and sent nothing since.
+
+        Conflation keeps a slow stream's memory bounded but never ends it; a
+        client that stopped reading leaves its stream blocked in a socket
+        write, which this notices (a paced or merely slow stream drains well
+        within an interval).
+        """
+        for sub in tuple(self.subscriptions):
+            if not sub.conflate:
+                continue
+            if sub.backlogged and not sub.progressed and sub.queue:
                 self._drop(sub)
+                continue
+            sub.backlogged = bool(sub.queue)
+            sub.progressed = False
 
     async def _keepalive_forever(self) -> None:
         while True:
             await asyncio.sleep(self.keepalive)
+            self.sweep_stuck()
             self.broadcast(ping_frame())

@@ -1,19 +1,27 @@
-"""The one write path for readings, shared by HTTP ingest and the simulator.
+"""The one write path for readings: HTTP JSON, line protocol, MQTT, the simulator.
 
-Validation happens before this (``readings.parse_readings``); here the batch
-is stored atomically and whatever reacts to new readings runs.
+Validation happens before this (``readings.parse_readings``,
+``lineprotocol.parse``, ``mqtt_bridge.to_reading``); here the batch is stored
+atomically and whatever reacts to new readings runs. ``source`` only labels
+the ``livedash_readings_accepted_total`` metric.
 """
 
 from __future__ import annotations
 
+import time
+
+from . import telemetry
 from .engine import Engine
 from .readings import Reading
 
 
-async def ingest(eng: Engine, readings: list[Reading]) -> list[str]:
+async def ingest(eng: Engine, readings: list[Reading], source: str = "http") -> list[str]:
     """Store a validated batch; returns the ids of the ``metric`` events."""
+    start = time.perf_counter()
     ids = await eng.series.ingest(readings)
     # After the readings are stored, so an `alert` event never precedes the
     # `metric` event that caused it.
     await eng.alerts.evaluate(readings)
+    telemetry.INGEST_SECONDS.observe(time.perf_counter() - start)
+    telemetry.READINGS_ACCEPTED.labels(source).inc(len(readings))
     return ids

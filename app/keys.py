@@ -89,6 +89,27 @@ class Keys:
     def alert_state(self) -> str:
         return f"{self.prefix}alerts:state"
 
+    # Security (app/tokens.py, app/sessions.py, app/ratelimit.py, app/audit.py):
+    # a token's record under the sha256 of its plaintext (never the plaintext),
+    # an index of token ids -> that hash for listing and revoking, one hash per
+    # browser session, one fixed-window counter per token, the audit stream.
+    def token(self, token_hash: str) -> str:
+        return f"{self.prefix}token:{token_hash}"
+
+    @property
+    def tokens(self) -> str:
+        return f"{self.prefix}tokens"
+
+    def session(self, session_id: str) -> str:
+        return f"{self.prefix}session:{session_id}"
+
+    def write_rate(self, token_id: str) -> str:
+        return f"{self.prefix}write-rate:{token_id}"
+
+    @property
+    def audit(self) -> str:
+        return f"{self.prefix}audit"
+
     @property
     def pattern(self) -> str:
         """Glob that matches every key of this deployment (for SCAN-based cleanup)."""

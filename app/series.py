@@ -2,7 +2,8 @@
 
 Writes go through one Lua script (``scripts/ingest_readings.lua``) so the
 last-write-wins check, the history append and the ``metric`` event are one
-atomic step per batch. Reads return the snapshot together with the event-log
+atomic step per batch; concurrent batches share script runs
+(``group_commit``). Reads return the snapshot together with the event-log
 cursor taken in the same MULTI, so a client can stream from exactly there.
 """
 
@@ -15,8 +16,12 @@ from redis.asyncio import Redis
 
 from . import scripts
 from .events import ZERO_ID
+from .group_commit import GroupCommit
 from .keys import Keys, device_topic
 from .readings import Reading
+
+# Readings per script run when several POSTs are grouped (one big batch alone may exceed it).
+GROUP_MAX_READINGS = 5_000
 
 
 class SeriesStore:
@@ -26,22 +31,26 @@ class SeriesStore:
         self.history_size = history_size
         self.log_maxlen = log_maxlen
         self._ingest = scripts.load(redis, "ingest_readings")
+        # Concurrent POSTs share script runs; each batch stays whole inside one.
+        self._group = GroupCommit(self._store, GROUP_MAX_READINGS)
 
     async def ingest(self, readings: list[Reading]) -> list[str]:
         """Store a validated batch atomically; returns the event ids."""
+        return await self._group.submit(readings)
+
+    async def _store(self, readings: list[Reading]) -> list[str]:
         keys = [self.keys.latest, self.keys.latest_ts, self.keys.events]
         args: list[Any] = [self.history_size, self.log_maxlen]
         for reading in readings:
-            stored = reading.model_dump(exclude_none=True)
-            data_head = orjson.dumps(stored)[:-1] + b',"latest":'
+            stored = orjson.dumps(reading.model_dump(exclude_none=True))
             keys.append(self.keys.history(reading.series))
             args += [
                 reading.series,
                 reading.ts,
-                orjson.dumps(stored),
+                stored,
                 orjson.dumps([reading.ts, reading.value]),
                 device_topic(reading.device),
-                data_head,
+                stored[:-1] + b',"latest":',
             ]
         ids = await self._ingest(keys=keys, args=args)
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]

@@ -10,8 +10,9 @@ conventions; everything else carries the ``LIVEDASH_`` prefix. The table in
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SECONDS = 1.0
@@ -39,6 +40,11 @@ class Settings(BaseSettings):
     retry_ms: int = Field(2_000 * MILLISECONDS, ge=100)
     retry_jitter_ms: int = Field(3_000 * MILLISECONDS, ge=0)
     stream_queue_size: int = Field(1_024, ge=8)
+    # Writes per second per stream, and per process spread over its streams;
+    # 0 turns either off. Each write carries everything pending, so this trades
+    # a bounded delay for far fewer send() calls (see docs/scaling.md).
+    stream_max_rate: float = Field(30.0, ge=0)
+    stream_write_budget: float = Field(20_000.0, ge=0)
     max_streams: int = Field(10_000, ge=1)
     replay_page_size: int = Field(500, ge=1, le=10_000)
     poll_page_size: int = Field(500, ge=1, le=10_000)
@@ -68,12 +74,60 @@ class Settings(BaseSettings):
     tombstone_ttl: float = Field(7 * 24 * 3600 * SECONDS, gt=0)
     revisions_max: int = Field(100, ge=1, le=10_000)
 
+    # --- operations and integrations (app/logs.py, app/telemetry.py, ...) ------
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # prometheus-client's own variable: set, /metrics adds up every worker
+    # (multiprocess mode); `livedash run` sets it for its workers.
+    prometheus_multiproc_dir: Path | None = Field(
+        None, validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "LIVEDASH_PROMETHEUS_MULTIPROC_DIR")
+    )
+    # MQTT bridge: off unless a broker URL is set (mqtt://user:pass@host:1883).
+    mqtt_url: str | None = None
+    mqtt_topic: str = Field("sensors/{device}/{metric}", min_length=3, max_length=200)
+    mqtt_qos: int = Field(1, ge=0, le=2)
+    # Line protocol (POST /api/write): the tag that names the device.
+    line_device_tag: str = Field("device", min_length=1, max_length=64)
+
+    # --- security (app/auth.py, app/tokens.py, app/sessions.py) ---------------
+    # "off" turns authentication off entirely (a loud warning at start).
+    auth: Literal["on", "off"] = "on"
+    admin_token: str | None = Field(None, min_length=16)
+    session_ttl: float = Field(12 * 3600 * SECONDS, gt=0)
+    # An open stream gets a `reauth` event this long before its session ends.
+    session_reauth_before: float = Field(5 * 60 * SECONDS, gt=0)
+    # How often each process re-checks the credentials behind its open streams.
+    auth_recheck_interval: float = Field(2 * SECONDS, gt=0)
+    streams_per_token: int = Field(20, ge=1)
+    write_rate_limit: int = Field(1_200, ge=1)
+    write_rate_window: float = Field(60 * SECONDS, gt=0)
+    audit_maxlen: int = Field(10_000, ge=100)
+
     @model_validator(mode="after")
     def _presence_outlives_heartbeat(self) -> Settings:
         # A TTL at or under the heartbeat interval would make every tab flap.
         if self.presence_ttl <= self.presence_heartbeat_interval:
             raise ValueError("LIVEDASH_PRESENCE_TTL must be longer than LIVEDASH_PRESENCE_HEARTBEAT_INTERVAL")
         return self
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _auth_switch(cls, value: object) -> object:
+        # Operators write LIVEDASH_AUTH=off, OFF, 0 or false; all mean the same.
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return {"0": "off", "false": "off", "no": "off", "1": "on", "true": "on", "yes": "on"}.get(value, value)
+        return value
+
+    @model_validator(mode="after")
+    def _reauth_inside_session(self) -> Settings:
+        if self.session_reauth_before >= self.session_ttl:
+            raise ValueError("LIVEDASH_SESSION_REAUTH_BEFORE must be shorter than LIVEDASH_SESSION_TTL")
+        return self
+
+    @property
+    def auth_on(self) -> bool:
+        return self.auth == "on"
 
     @property
     def embedded(self) -> bool:

@@ -70,6 +70,28 @@ def rss_and_fds(pid: int) -> tuple[int, int]:
     return rss, fds
 
 
+def start_app(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """One livedash process (hypercorn, uvloop, one worker) on 127.0.0.1."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hypercorn",
+            "app:create_app()",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--worker-class",
+            "uvloop",
+            "--workers",
+            "1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 @dataclass
 class Stream:
     index: int
@@ -122,12 +144,8 @@ async def soak(args: argparse.Namespace) -> dict[str, object]:
     redis.ensure_running()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEDASH_")}
-    env.update({"REDIS_URL": redis.url, "LIVEDASH_KEY_PREFIX": "soak:", "LIVEDASH_DEMO": "0"})
-    server = subprocess.Popen(
-        [sys.executable, "-m", "hypercorn", "app:create_app()", "--bind", f"127.0.0.1:{port}",
-         "--worker-class", "uvloop", "--workers", "1"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    env.update({"REDIS_URL": redis.url, "LIVEDASH_KEY_PREFIX": "soak:", "LIVEDASH_DEMO": "0", "LIVEDASH_AUTH": "off"})
+    server = start_app(port, env)
     samples: list[dict[str, float]] = []
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
@@ -168,7 +186,8 @@ async def soak(args: argparse.Namespace) -> dict[str, object]:
                 await asyncio.sleep(max(0.0, 1 / args.rate - (time.monotonic() - now)))
             # Let every stream catch up on what was posted, then stop.
             catch_up = time.monotonic() + 15
-            while time.monotonic() < catch_up and any(s.last_id != posted[-1] for s in streams):
+            # Plain data written by the readers: polled, bounded by catch_up.
+            while time.monotonic() < catch_up and any(s.last_id != posted[-1] for s in streams):  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
             stop.set()
             await asyncio.gather(*readers, return_exceptions=True)
@@ -177,9 +196,15 @@ async def soak(args: argparse.Namespace) -> dict[str, object]:
         delivered = sum(len(s.ids) for s in streams)
         first, last = samples[1] if len(samples) > 1 else samples[0], samples[-1]
         return {
-            "streams": args.streams, "rate": args.rate, "minutes": args.minutes, "posted": len(posted),
-            "delivered": delivered, "expected": len(expected) * len(streams), "streams_exact": exact,
-            "reconnects": sum(s.reconnects for s in streams), "samples": samples,
+            "streams": args.streams,
+            "rate": args.rate,
+            "minutes": args.minutes,
+            "posted": len(posted),
+            "delivered": delivered,
+            "expected": len(expected) * len(streams),
+            "streams_exact": exact,
+            "reconnects": sum(s.reconnects for s in streams),
+            "samples": samples,
             "rss_growth_mib_after_warmup": round(last["rss_mib"] - first["rss_mib"], 1),
             "fd_growth_after_warmup": last["fds"] - first["fds"],
         }

@@ -77,6 +77,8 @@ def _settings(redis_url: str, key_prefix: str, **overrides: object) -> Settings:
         "key_prefix": key_prefix,
         "keepalive_interval": 1.0,
         "demo": False,
+        # Most tests are about something else; tests/test_security*.py turn auth on.
+        "auth": "off",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -110,6 +112,7 @@ def server_env(redis_url: str, key_prefix: str) -> dict[str, str]:
         "LIVEDASH_KEY_PREFIX": key_prefix,
         "LIVEDASH_KEEPALIVE_INTERVAL": "1",
         "LIVEDASH_DEMO": "0",
+        "LIVEDASH_AUTH": "off",
     }
 
 
@@ -118,9 +121,10 @@ def start_server(server_env: dict[str, str], tmp_path: Path) -> Iterator[Callabl
     """Factory: start a real hypercorn process (stopped at teardown)."""
     started: list[AppServer] = []
 
-    def start(workers: int = 1, **env: str) -> AppServer:
+    def start(workers: int = 1, extra_args: tuple[str, ...] = (), **env: str) -> AppServer:
         merged = {**server_env, **env}
-        server = AppServer(merged, workers=workers, log_path=tmp_path / f"server-{len(started)}.log")
+        log_path = tmp_path / f"server-{len(started)}.log"
+        server = AppServer(merged, workers=workers, log_path=log_path, extra_args=extra_args)
         started.append(server)
         return server.start()
 

@@ -29,11 +29,14 @@ def free_port() -> int:
 
 
 class AppServer:
-    def __init__(self, env: dict[str, str], workers: int = 1, log_path: Path | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], workers: int = 1, log_path: Path | None = None, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
         self.env = env
         self.workers = workers
         self.log_path = log_path
+        self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: BinaryIO | None = None
 
@@ -58,6 +61,7 @@ class AppServer:
             "uvloop",
             "--graceful-timeout",
             "3",
+            *self.extra_args,
         ]
         self._log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
         self.proc = subprocess.Popen(

@@ -169,6 +169,7 @@ def test_embedded_default_survives_kill_9(tmp_path: Path) -> None:
 
     data_dir = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEDASH_") and k != "REDIS_URL"}
+    env["LIVEDASH_AUTH"] = "off"  # this is about durability; test_security_e2e runs it with auth on
 
     def run() -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
@@ -213,7 +214,10 @@ def test_embedded_default_survives_kill_9(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
-    assert not EmbeddedServer(data_dir).ping(), "livedash run stops the embedded server it started"
+        still_running = EmbeddedServer(data_dir).ping()
+        if still_running:
+            EmbeddedServer(data_dir).stop()
+    assert not still_running, "livedash run stops the embedded server it started"
 
 
 def _alive(pid: int) -> bool:

@@ -13,11 +13,19 @@ from quart import Blueprint, Response, request
 
 from ..alerts import RuleCreate, RuleUpdate, rule_form_fields
 from ..annotations import Precondition, parse_model
+from ..auth import current_identity
 from ..bodies import json_or_form
 from ..engine import engine
-from ..errors import NotFound
-from ..versioned import Gone, check_id, expected_version
-from .documents import doc_response, json_response, optional_body, slug_arg
+from ..versioned import expected_version
+from .documents import (
+    doc_response,
+    json_response,
+    live_document,
+    optional_body,
+    revisions_response,
+    slug_arg,
+    visible_document,
+)
 
 bp = Blueprint("alerts", __name__)
 
@@ -29,6 +37,7 @@ async def list_rules() -> Response:
     device, metric = slug_arg("device"), slug_arg("metric")
     rules, cursor = await engine().alerts.rules()
     rules = [r for r in rules if device in (None, r["device"]) and metric in (None, r["metric"])]
+    rules = [r for r in rules if current_identity().sees_device(r["device"])]  # a scoped token's devices only
     return json_response({"rules": rules, "cursor": cursor}, headers={"Cache-Control": "no-store"})
 
 
@@ -50,25 +59,17 @@ async def create() -> Response:
 
 @bp.get("/api/alerts/rules/<rule_id>")
 async def fetch(rule_id: str) -> Response:
-    doc = await engine().alerts.get(check_id(rule_id, NOUN))
-    if doc is None:
-        raise NotFound(f"no alert rule {rule_id!r}")
-    if doc["deleted"]:
-        raise Gone(f"alert rule {rule_id!r} was deleted", body={"current": doc})
-    return doc_response(doc)
+    return doc_response(await live_document(engine().alerts, rule_id, NOUN))
 
 
 @bp.get("/api/alerts/rules/<rule_id>/revisions")
 async def revisions(rule_id: str) -> Response:
-    store = engine().alerts
-    if await store.get(check_id(rule_id, NOUN)) is None:
-        raise NotFound(f"no alert rule {rule_id!r}")
-    return json_response({"revisions": await store.revisions(rule_id)})
+    return await revisions_response(engine().alerts, rule_id, NOUN)
 
 
 @bp.post("/api/alerts/rules/<rule_id>")
 async def update(rule_id: str) -> Response:
-    check_id(rule_id, NOUN)
+    await visible_document(engine().alerts, rule_id, NOUN)
     body, is_form = await json_or_form()
     if is_form:
         body = rule_form_fields(body, update=True)
@@ -81,7 +82,7 @@ async def update(rule_id: str) -> Response:
 @bp.post("/api/alerts/rules/<rule_id>/delete")
 @bp.delete("/api/alerts/rules/<rule_id>")
 async def delete(rule_id: str) -> Response:
-    check_id(rule_id, NOUN)
+    await visible_document(engine().alerts, rule_id, NOUN)
     body, _ = await optional_body()
     if isinstance(body, dict):
         body = {k: v for k, v in body.items() if v != ""}

@@ -12,12 +12,22 @@ from typing import Any
 from quart import Blueprint, Response, render_template, request
 
 from ..annotations import AnnotationCreate, AnnotationUpdate, Precondition, form_fields, parse_model
+from ..auth import current_identity, require_device_visible
 from ..bodies import int_arg, json_or_form
 from ..engine import engine
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, Conflict
 from ..readings import Reading
-from ..versioned import Gone, Written, check_id, etag, expected_version
-from .documents import doc_response, is_htmx, json_response, optional_body, slug_arg
+from ..versioned import Written, etag, expected_version
+from .documents import (
+    doc_response,
+    is_htmx,
+    json_response,
+    live_document,
+    optional_body,
+    revisions_response,
+    slug_arg,
+    visible_document,
+)
 
 bp = Blueprint("annotations", __name__)
 
@@ -59,6 +69,7 @@ async def list_annotations() -> Response:
     # to the client, never missed (its version tells the newer copy apart).
     cursor = await eng.log.head()
     found = await eng.annotations.search(device=device, metric=metric, start=start, end=end, tag=tag, limit=limit)
+    found = [a for a in found if current_identity().sees_device(a["device"])]  # a scoped token's devices only
     return json_response({"annotations": found, "cursor": cursor}, headers={"Cache-Control": "no-store"})
 
 
@@ -69,16 +80,13 @@ async def create() -> Response:
         body = form_fields(body, update=False)
         body.pop("version", None)  # an empty editor posts its (empty) version field
     data = parse_model(AnnotationCreate, body)
+    require_device_visible(data.device)
     return await _written(await engine().annotations.create(data), 201)
 
 
 @bp.get("/api/annotations/<annotation_id>")
 async def fetch(annotation_id: str) -> Response:
-    doc = await engine().annotations.get(check_id(annotation_id, NOUN))
-    if doc is None:
-        raise NotFound(f"no annotation {annotation_id!r}")
-    if doc["deleted"]:
-        raise Gone(f"annotation {annotation_id!r} was deleted", body={"current": doc})
+    doc = await live_document(engine().annotations, annotation_id, NOUN)
     if is_htmx():
         return await _editor(doc)
     return doc_response(doc)
@@ -86,15 +94,12 @@ async def fetch(annotation_id: str) -> Response:
 
 @bp.get("/api/annotations/<annotation_id>/revisions")
 async def revisions(annotation_id: str) -> Response:
-    store = engine().annotations
-    if await store.get(check_id(annotation_id, NOUN)) is None:
-        raise NotFound(f"no annotation {annotation_id!r}")
-    return json_response({"revisions": await store.revisions(annotation_id)})
+    return await revisions_response(engine().annotations, annotation_id, NOUN)
 
 
 @bp.post("/api/annotations/<annotation_id>")
 async def update(annotation_id: str) -> Response:
-    check_id(annotation_id, NOUN)
+    await visible_document(engine().annotations, annotation_id, NOUN)
     body, is_form = await json_or_form()
     if is_form:
         body = form_fields(body, update=True)
@@ -121,7 +126,7 @@ async def _conflict(mine: dict[str, Any], theirs: dict[str, Any]) -> Response:
 @bp.post("/api/annotations/<annotation_id>/delete")
 @bp.delete("/api/annotations/<annotation_id>")
 async def delete(annotation_id: str) -> Response:
-    check_id(annotation_id, NOUN)
+    await visible_document(engine().annotations, annotation_id, NOUN)
     body, _ = await optional_body()
     if isinstance(body, dict):
         body = {k: v for k, v in body.items() if v != ""}  # empty form fields mean absent

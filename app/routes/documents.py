@@ -3,15 +3,49 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from quart import Response, request
 
+from ..auth import current_identity
 from ..bodies import json_or_form
-from ..errors import BadRequest
+from ..errors import BadRequest, NotFound
 from ..readings import SLUG_PATTERN
-from ..versioned import etag
+from ..versioned import Gone, check_id, etag
+
+
+class DocumentStore(Protocol):
+    async def get(self, doc_id: str) -> dict[str, Any] | None: ...
+
+    async def revisions(self, doc_id: str) -> list[dict[str, Any]]: ...
+
+
+async def visible_document(store: DocumentStore, doc_id: str, noun: str) -> dict[str, Any] | None:
+    """The stored document (tombstones too), or None; 404 when the caller's scope hides its device.
+
+    A document's device never changes, so checking it before a write cannot race the write.
+    """
+    doc = await store.get(check_id(doc_id, noun))
+    if doc is not None and not current_identity().sees_device(str(doc["device"])):
+        raise NotFound(f"no {noun} {doc_id!r}")
+    return doc
+
+
+async def live_document(store: DocumentStore, doc_id: str, noun: str) -> dict[str, Any]:
+    """The document, or 404 (never existed, or out of scope) / 410 (deleted; the tombstone is in the body)."""
+    doc = await visible_document(store, doc_id, noun)
+    if doc is None:
+        raise NotFound(f"no {noun} {doc_id!r}")
+    if doc["deleted"]:
+        raise Gone(f"{noun} {doc_id!r} was deleted", body={"current": doc})
+    return doc
+
+
+async def revisions_response(store: DocumentStore, doc_id: str, noun: str) -> Response:
+    if await visible_document(store, doc_id, noun) is None:
+        raise NotFound(f"no {noun} {doc_id!r}")
+    return json_response({"revisions": await store.revisions(doc_id)})
 
 
 def is_htmx() -> bool:

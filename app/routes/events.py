@@ -15,7 +15,8 @@ import asyncio
 import orjson
 from quart import Blueprint, Response, request
 
-from ..bodies import float_arg, int_arg, topic_filter
+from ..auth import visible_topics
+from ..bodies import float_arg, int_arg
 from ..engine import engine
 from ..events import Event, parse_event_id
 
@@ -34,7 +35,7 @@ def _answer(events: list[bytes], cursor: str, reset: str | None = None) -> Respo
 async def poll() -> Response:
     eng = engine()
     settings = eng.settings
-    topics = topic_filter(request.args.get("topics"))
+    topics = visible_topics(request.args.get("topics"))  # narrowed to the caller's scope
     wait = float_arg("wait", 0.0, 0.0, settings.long_poll_max_wait)
     limit = int_arg("limit", settings.poll_page_size, 1, settings.poll_page_size)
     since = request.args.get("since") or None

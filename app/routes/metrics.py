@@ -7,9 +7,11 @@ import re
 import orjson
 from quart import Blueprint, Response, request
 
+from .. import telemetry
+from ..auth import current_identity, require_devices
 from ..bodies import int_arg, json_or_form
 from ..engine import engine
-from ..errors import BadRequest
+from ..errors import BadRequest, Unprocessable
 from ..ingest import ingest as ingest_readings
 from ..keys import series_id
 from ..readings import SLUG_PATTERN, parse_readings
@@ -44,7 +46,12 @@ async def ingest() -> Response:
     body, is_form = await json_or_form()
     if is_form:
         body = _form_reading(body)
-    readings = parse_readings(body, max_batch=eng.settings.max_batch)
+    try:
+        readings = parse_readings(body, max_batch=eng.settings.max_batch)
+    except Unprocessable:
+        telemetry.INGEST_REJECTED.labels("http").inc()
+        raise
+    require_devices(r.device for r in readings)  # a device token writes only for its own devices
     ids = await ingest_readings(eng, readings)
     return json_response({"accepted": len(ids), "cursor": ids[-1]}, status=202)
 
@@ -59,6 +66,7 @@ def _slug_arg(name: str) -> str | None:
 @bp.get("/api/metrics/latest")
 async def latest() -> Response:
     items, cursor = await engine().series.latest(_slug_arg("device"), _slug_arg("metric"))
+    items = [r for r in items if current_identity().sees_device(r["device"])]
     return json_response({"series": items, "cursor": cursor})
 
 
@@ -70,9 +78,11 @@ async def series() -> Response:
     ids = [
         sid
         for sid in await eng.series.series_ids()
-        if (device is None or sid.split("/")[0] == device) and (metric is None or sid.split("/")[1] == metric)
+        if (device is None or sid.split("/")[0] == device)
+        and (metric is None or sid.split("/")[1] == metric)
+        and current_identity().sees_device(sid.split("/")[0])
     ][:MAX_SERIES_PER_QUERY]
-    if device and metric and not ids:
+    if device and metric and not ids and current_identity().sees_device(device):
         ids = [series_id(device, metric)]
     points, cursor = await eng.series.history(ids, limit)
     out = []

@@ -29,4 +29,6 @@ def page_settings(eng: Engine) -> dict[str, Any]:
     return {
         "keepalive_ms": int(s.keepalive_interval * 1000),
         "heartbeat_ms": int(s.presence_heartbeat_interval * 1000),
+        # A long poll may not ask for more than the server allows.
+        "poll_wait_s": min(20.0, s.long_poll_max_wait),
     }

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from quart import Blueprint, Response, request
 
+from ..auth import require_room
 from ..bodies import json_or_form
 from ..engine import engine
 from ..errors import BadRequest, PayloadTooLarge
@@ -48,6 +49,7 @@ async def presence_body() -> Any:
 async def heartbeat() -> Response:
     eng = engine()
     beat = parse_body(Heartbeat, await presence_body())
+    require_room(beat.room)
     result = await eng.presence.heartbeat(beat)
     settings = eng.settings
     return json_response(
@@ -67,6 +69,7 @@ async def heartbeat() -> Response:
 @bp.post("/api/presence/leave")
 async def leave() -> Response:
     body = parse_body(Leave, await presence_body())
+    require_room(body.room)
     event_id = await engine().presence.leave(body.room, body.session)
     # Leaving twice (or after expiry) is not an error: the page cannot know.
     return json_response({"left": event_id is not None, "room": body.room, "id": event_id})
@@ -79,4 +82,5 @@ async def snapshot() -> Response:
         raise BadRequest("query parameter 'room' is required", code="bad_query")
     if not re.fullmatch(ROOM_PATTERN, room):
         raise BadRequest("query parameter 'room' must look like 'dashboard' or 'device:pump-1'", code="bad_query")
+    require_room(room)
     return json_response(await engine().presence.snapshot(room))

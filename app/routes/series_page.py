@@ -6,6 +6,7 @@ import re
 
 from quart import Blueprint, render_template
 
+from ..auth import require_device_visible
 from ..engine import engine
 from ..errors import NotFound
 from ..keys import series_id
@@ -21,6 +22,7 @@ NOTES = 200
 async def series(device: str, metric: str) -> str:
     if not (re.match(SLUG_PATTERN, device) and re.match(SLUG_PATTERN, metric)):
         raise NotFound("no such series")
+    require_device_visible(device)
     eng = engine()
     cursor = await eng.log.head()  # first: every snapshot below is at least this new
     latest, _ = await eng.series.latest(device, metric)

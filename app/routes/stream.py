@@ -15,12 +15,14 @@ from collections.abc import AsyncIterator
 
 from quart import Blueprint, Response, request
 
-from ..bodies import topic_filter
+from ..auth import visible_topics
+from ..conflation import Skip
 from ..engine import Engine, engine
 from ..errors import BadRequest, Unavailable
 from ..eventlog import Resume
 from ..events import Event, TopicFilter, parse_event_id
 from ..fanout import Reset
+from ..logs import stream_ended
 from ..sse import control_frame, jittered_retry
 
 bp = Blueprint("stream", __name__)
@@ -38,7 +40,8 @@ async def stream() -> Response:
     fmt = request.args.get("format", "json")
     if fmt not in eng.encoders:
         raise BadRequest(f"unknown format {fmt!r}: use one of {sorted(eng.encoders)}", code="bad_query")
-    topics = topic_filter(request.args.get("topics"))
+    # The requested topics narrowed to the caller's scope (and its stream limit checked).
+    topics = visible_topics(request.args.get("topics"), stream=True)
     if eng.broker.closing:
         raise Unavailable("this server is shutting down; reconnect", code="shutting_down", headers={"Retry-After": "1"})
     if len(eng.broker.subscriptions) >= eng.settings.max_streams:
@@ -89,6 +92,8 @@ async def event_stream(eng: Engine, topics: TopicFilter, fmt: str, resume: Resum
                         continue
                     upto = item.key
                     parts.append(item.frame(fmt, encode))
+                elif isinstance(item, Skip):
+                    parts.append(item.frame())
                 elif isinstance(item, Reset):
                     upto = parse_event_id(item.cursor) or (0, 0)
                     parts.append(control_frame("reset", {"reason": item.reason, "cursor": item.cursor}, item.cursor))
@@ -101,6 +106,7 @@ async def event_stream(eng: Engine, topics: TopicFilter, fmt: str, resume: Resum
             yield control_frame("bye", {"reason": "shutdown"}, retry=jittered_retry(250, 1000))
     finally:
         broker.unsubscribe(sub)
+        stream_ended(sub.reason)  # the close reason for the stream's log line
 
 
 class LogReplay:

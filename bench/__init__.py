@@ -1,0 +1,1 @@
+"""Benchmarks: livedash against a naive Quart server and nginx + Nchan (``python -m bench.run``)."""

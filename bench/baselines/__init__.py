@@ -1,0 +1,1 @@
+"""Peers livedash is measured against."""

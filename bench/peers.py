@@ -1,0 +1,215 @@
+"""The servers under test, each started as our own subprocess on 127.0.0.1.
+
+* ``livedash`` — this repo, started the way tests start it
+  (``python -m hypercorn 'app:create_app()' --worker-class uvloop``) against
+  the bench's private Redis, under a key prefix of its own.
+* ``naive`` — ``bench/baselines/naive_quart.py`` on the same hypercorn flags.
+* ``nchan`` — nginx with the Nchan module, config written to a temp dir.
+
+A peer that cannot be had (no nginx, no module) raises ``Unavailable`` from
+``start``; the runner records that in the table and carries on. ``stop``
+always takes down the whole process group it started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+NCHAN_MODULE_PATHS = ("/usr/lib/nginx/modules/ngx_nchan_module.so", "/usr/share/nginx/modules/ngx_nchan_module.so")
+START_TIMEOUT = 30.0
+
+
+class Unavailable(RuntimeError):
+    """This peer cannot run on this machine (the message says why)."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _reading(seq: int) -> dict[str, object]:
+    # 20 series, so conflation (if any) has something to keep per series.
+    return {
+        "device": f"bench-{seq % 20}",
+        "metric": "load",
+        "value": seq,
+        "ts": int(time.time() * 1000),
+        "tags": {"seq": str(seq)},
+    }
+
+
+def reading_body(seqs: list[int]) -> bytes:
+    """One reading (an object) or a batch (a list): the same shape every peer receives."""
+    if len(seqs) == 1:
+        return orjson.dumps(_reading(seqs[0]))
+    return orjson.dumps([_reading(s) for s in seqs])
+
+
+@dataclass
+class Peer:
+    name: str
+    workers: int
+    stream_path: str
+    publish_path: str
+    batch_ok: bool = True
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    body_for: Callable[[list[int]], bytes] = reading_body
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def _spawn(self, cmd: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self._wait_listening()
+
+    def _wait_listening(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise Unavailable(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    # A GET on the stream path proves the app answers, not just the socket.
+                    request = f"GET {self.stream_path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+                    sock.sendall(request.encode())
+                    if sock.recv(12).startswith(b"HTTP/1.1 200"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise Unavailable(f"{self.name} did not answer within {START_TIMEOUT}s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.proc = None
+
+
+def _hypercorn(app_path: str, port: int, workers: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "hypercorn",
+        app_path,
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "uvloop",
+        "--backlog",
+        "4096",
+        "--graceful-timeout",
+        "2",
+    ]
+
+
+def _base_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("LIVEDASH_") and k not in ("REDIS_URL", "PORT")}
+
+
+def start_livedash(
+    workdir: Path, redis_url: str, workers: int, extra_env: dict[str, str] | None = None, name: str = "livedash"
+) -> Peer:
+    peer = Peer(name, workers, "/api/stream", "/api/metrics", port=free_port())
+    env = _base_env() | {
+        "REDIS_URL": redis_url,
+        "LIVEDASH_KEY_PREFIX": f"bench:{uuid.uuid4().hex[:10]}:",
+        "LIVEDASH_DEMO": "0",
+        "LIVEDASH_AUTH": "off",
+        "LIVEDASH_MAX_STREAMS": "20000",
+        "LIVEDASH_DATA_DIR": str(workdir / "livedash-data"),
+    }
+    env.update(extra_env or {})
+    peer._spawn(_hypercorn("app:create_app()", peer.port, workers), env, workdir / f"{name}-w{workers}.log")
+    return peer
+
+
+def start_naive(workdir: Path, redis_url: str, workers: int) -> Peer:
+    peer = Peer("naive-quart", workers, "/stream", "/publish", port=free_port())
+    env = _base_env() | {"REDIS_URL": redis_url, "NAIVE_CHANNEL": f"naive-bench-{uuid.uuid4().hex[:8]}"}
+    cmd = _hypercorn("bench.baselines.naive_quart:app", peer.port, workers)
+    peer._spawn(cmd, env, workdir / f"naive-w{workers}.log")
+    return peer
+
+
+NGINX_CONF = """\
+load_module {module};
+worker_processes {workers};
+worker_rlimit_nofile 19000;
+daemon off;
+user root;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+events {{ worker_connections 18000; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+  nchan_shared_memory_size 256M;
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location = /pub {{
+      nchan_publisher;
+      nchan_channel_id bench;
+      nchan_message_buffer_length 100;
+    }}
+    location = /sub {{
+      nchan_subscriber eventsource;
+      nchan_subscriber_first_message newest;
+      nchan_channel_id bench;
+    }}
+  }}
+}}
+"""
+
+
+def start_nchan(workdir: Path, workers: int) -> Peer:
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+    module = next((p for p in NCHAN_MODULE_PATHS if os.path.exists(p)), None)
+    if nginx is None or module is None:
+        raise Unavailable("nginx or the Nchan module is not installed (apt-get install nginx-light libnginx-mod-nchan)")
+    peer = Peer("nginx-nchan", workers, "/sub", "/pub", batch_ok=False, port=free_port())
+    confdir = workdir / f"nginx-w{workers}"
+    confdir.mkdir(exist_ok=True)
+    conf = confdir / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(module=module, workers=workers, dir=confdir, port=peer.port))
+    peer._spawn(
+        [nginx, "-p", str(confdir), "-e", str(confdir / "nginx-error.log"), "-c", str(conf)],
+        _base_env(),
+        confdir / "stdout.log",
+    )
+    return peer
