@@ -344,3 +344,23 @@ def test_screenshot_of_the_dashboard(browser: Any, start_server: Callable[..., A
         page.screenshot(path=str(ARTIFACTS / f"series-{scheme}.png"), full_page=True)
         context.close()
     assert (ARTIFACTS / "dashboard-light.png").stat().st_size > 10_000
+
+
+def test_pages_break_no_content_security_policy_rule(browser: Any, start_server: Callable[..., AppServer]) -> None:
+    """The CSP forbids inline script and style; a page that relied on either would log a violation."""
+    server = start_server()
+    post(server, {"device": "pump-1", "metric": "temp", "value": 20.5, "unit": "°C"})
+    context = browser.new_context()
+    violations: list[str] = []
+    try:
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+        for path in ("/", "/series/pump-1/temp"):
+            page.goto(server.url + path)
+            expect(page.locator("#status")).to_have_text("Live", timeout=WAIT_MS)
+        page.goto(server.url + "/docs")
+        page.wait_for_load_state("networkidle")
+    finally:
+        context.close()
+    assert violations == []
