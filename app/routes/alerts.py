@@ -12,16 +12,16 @@ from __future__ import annotations
 from quart import Blueprint, Response, request
 
 from ..alerts import RuleCreate, RuleUpdate, rule_form_fields
-from ..annotations import Precondition, parse_model
+from ..annotations import parse_model
 from ..auth import current_identity
 from ..bodies import json_or_form
 from ..engine import engine
 from ..versioned import expected_version
 from .documents import (
+    delete_precondition,
     doc_response,
     json_response,
     live_document,
-    optional_body,
     revisions_response,
     slug_arg,
     visible_document,
@@ -83,10 +83,6 @@ async def update(rule_id: str) -> Response:
 @bp.delete("/api/alerts/rules/<rule_id>")
 async def delete(rule_id: str) -> Response:
     await visible_document(engine().alerts, rule_id, NOUN)
-    body, _ = await optional_body()
-    if isinstance(body, dict):
-        body = {k: v for k, v in body.items() if v != ""}
-    pre = parse_model(Precondition, body)
-    expected = expected_version(pre.version, request.headers.get("If-Match"))
-    written = await engine().alerts.delete(rule_id, expected, pre.author)
+    author, expected = await delete_precondition()
+    written = await engine().alerts.delete(rule_id, expected, author)
     return doc_response(written.doc)

@@ -11,7 +11,7 @@ from typing import Any
 
 from quart import Blueprint, Response, render_template, request
 
-from ..annotations import AnnotationCreate, AnnotationUpdate, Precondition, form_fields, parse_model
+from ..annotations import AnnotationCreate, AnnotationUpdate, form_fields, parse_model
 from ..auth import current_identity, require_device_visible
 from ..bodies import int_arg, json_or_form
 from ..engine import engine
@@ -19,11 +19,11 @@ from ..errors import BadRequest, Conflict
 from ..readings import Reading
 from ..versioned import Written, etag, expected_version
 from .documents import (
+    delete_precondition,
     doc_response,
     is_htmx,
     json_response,
     live_document,
-    optional_body,
     revisions_response,
     slug_arg,
     visible_document,
@@ -127,12 +127,8 @@ async def _conflict(mine: dict[str, Any], theirs: dict[str, Any]) -> Response:
 @bp.delete("/api/annotations/<annotation_id>")
 async def delete(annotation_id: str) -> Response:
     await visible_document(engine().annotations, annotation_id, NOUN)
-    body, _ = await optional_body()
-    if isinstance(body, dict):
-        body = {k: v for k, v in body.items() if v != ""}  # empty form fields mean absent
-    pre = parse_model(Precondition, body)
-    expected = expected_version(pre.version, request.headers.get("If-Match"))
-    written = await engine().annotations.delete(annotation_id, expected, pre.author)
+    author, expected = await delete_precondition()
+    written = await engine().annotations.delete(annotation_id, expected, author)
     if is_htmx():
         return Response("", status=200, content_type="text/html; charset=utf-8")
     return doc_response(written.doc)

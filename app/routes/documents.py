@@ -8,11 +8,12 @@ from typing import Any, Protocol
 import orjson
 from quart import Response, request
 
+from ..annotations import Precondition, parse_model
 from ..auth import current_identity
 from ..bodies import json_or_form
 from ..errors import BadRequest, NotFound
 from ..readings import SLUG_PATTERN
-from ..versioned import Gone, check_id, etag
+from ..versioned import Gone, check_id, etag, expected_version
 
 
 class DocumentStore(Protocol):
@@ -62,6 +63,15 @@ def doc_response(doc: dict[str, Any], status: int = 200, location: str | None = 
     if location is not None:
         headers["Location"] = location
     return json_response(doc, status, headers)
+
+
+async def delete_precondition() -> tuple[str | None, int | None]:
+    """A delete's (author, expected version), from an optional body and/or If-Match."""
+    body, _ = await optional_body()
+    if isinstance(body, dict):
+        body = {k: v for k, v in body.items() if v != ""}  # empty form fields mean absent
+    pre = parse_model(Precondition, body)
+    return pre.author, expected_version(pre.version, request.headers.get("If-Match"))
 
 
 async def optional_body() -> tuple[Any, bool]:
