@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from quart import Quart, current_app
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from .alerts import AlertStore
 from .annotations import AnnotationStore
@@ -65,9 +65,19 @@ def redis_url(settings: Settings) -> str:
 
 async def open_engine(settings: Settings) -> Engine:
     url = redis_url(settings)
-    redis = Redis.from_url(
-        url, socket_timeout=COMMAND_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT, health_check_interval=30
+    # A bounded pool that makes a command wait for a free connection (up to
+    # COMMAND_TIMEOUT) rather than fail: a burst of streams reconnecting after
+    # a deploy must queue, not answer 503. redis-py's default pool refuses
+    # outright past 100 connections.
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=settings.redis_pool_size,
+        timeout=COMMAND_TIMEOUT,
+        socket_timeout=COMMAND_TIMEOUT,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        health_check_interval=30,
     )
+    redis = Redis.from_pool(pool)
     reader = Redis.from_url(
         url,
         socket_timeout=READ_BLOCK_MS / 1000 + COMMAND_TIMEOUT,

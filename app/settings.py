@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     secret_key: str | None = Field(None, validation_alias=AliasChoices("SECRET_KEY", "LIVEDASH_SECRET_KEY"))
     data_dir: Path = Path(".livedash")
     key_prefix: str = Field("livedash:", min_length=1, max_length=64)
+    redis_pool_size: int = Field(64, ge=2, le=10_000)
     demo: bool = False
 
     # --- event log and streams ---------------------------------------------

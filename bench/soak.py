@@ -26,6 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -70,7 +71,7 @@ def rss_and_fds(pid: int) -> tuple[int, int]:
     return rss, fds
 
 
-def start_app(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_app(port: int, env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
     """One livedash process (hypercorn, uvloop, one worker) on 127.0.0.1."""
     return subprocess.Popen(
         [
@@ -87,8 +88,8 @@ def start_app(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
         ],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -145,7 +146,9 @@ async def soak(args: argparse.Namespace) -> dict[str, object]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEDASH_")}
     env.update({"REDIS_URL": redis.url, "LIVEDASH_KEY_PREFIX": "soak:", "LIVEDASH_DEMO": "0", "LIVEDASH_AUTH": "off"})
-    server = start_app(port, env)
+    server_log = (workdir / "server.log").open("wb")
+    print(f"  server log: {workdir / 'server.log'}", flush=True)
+    server = start_app(port, env, server_log)
     samples: list[dict[str, float]] = []
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
@@ -171,7 +174,8 @@ async def soak(args: argparse.Namespace) -> dict[str, object]:
                 response = await http.post(
                     "/api/metrics", json={"device": f"soak-{seq % 10}", "metric": "m", "value": seq}
                 )
-                response.raise_for_status()
+                if response.status_code != 202:
+                    raise RuntimeError(f"POST answered {response.status_code}: {response.text}")
                 posted.append(response.json()["cursor"])
                 seq += 1
                 if now >= next_kick:
@@ -214,6 +218,7 @@ async def soak(args: argparse.Namespace) -> dict[str, object]:
             server.wait(15)
         except subprocess.TimeoutExpired:
             server.kill()
+        server_log.close()
         redis.stop()
 
 

@@ -291,3 +291,28 @@ async def test_html_flavour_sends_escaped_fragments(server: AppServer) -> None:
     assert 'hx-swap-oob="true"' in event.data
     assert "&lt;b&gt;x" in event.data and "<b>x" not in event.data
     assert "21.5" in event.data
+
+
+async def test_a_burst_of_clients_queues_for_redis_instead_of_failing(start_server: Callable[..., AppServer]) -> None:
+    """More concurrent requests than Redis connections: they wait for one, none answers 503."""
+    server = start_server(LIVEDASH_REDIS_POOL_SIZE="3")
+    [start] = await asyncio.to_thread(post_readings, server.url, [0.0])
+
+    async def resume_and_read() -> str:
+        async with open_stream(server.url, last_event_id=start) as stream:
+            ready = await stream.next(within=20)
+            assert ready.event == "ready", ready
+            return (await stream.take(1, within=20))[0].id
+
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        readers = [asyncio.create_task(resume_and_read()) for _ in range(40)]
+        posts = await asyncio.gather(
+            *[client.post("/api/metrics", json={"device": "burst", "metric": "m", "value": i}) for i in range(20)]
+        )
+        assert [r.status_code for r in posts] == [202] * 20
+        first_ids = await asyncio.gather(*readers)
+    assert set(first_ids) == {posts_first_id(posts)}
+
+
+def posts_first_id(posts: list[httpx.Response]) -> str:
+    return min((r.json()["cursor"] for r in posts), key=lambda i: tuple(map(int, i.split("-"))))
