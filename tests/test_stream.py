@@ -315,4 +315,4 @@ async def test_a_burst_of_clients_queues_for_redis_instead_of_failing(start_serv
 
 
 def posts_first_id(posts: list[httpx.Response]) -> str:
-    return min((r.json()["cursor"] for r in posts), key=lambda i: tuple(map(int, i.split("-"))))
+    return min((str(r.json()["cursor"]) for r in posts), key=lambda i: tuple(map(int, i.split("-"))))
