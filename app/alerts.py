@@ -180,10 +180,6 @@ class AlertStore:
         out.sort(key=lambda r: (r["device"], r["metric"], r["created"], r["id"]))
         return out, _cursor(newest)
 
-    async def states(self) -> tuple[dict[str, dict[str, Any]], str]:
-        rules, cursor = await self.rules()
-        return {r["id"]: r["state"] for r in rules}, cursor
-
     # --- evaluation -------------------------------------------------------------
 
     async def evaluate(self, readings: list[Reading]) -> list[str]:

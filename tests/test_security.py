@@ -287,3 +287,22 @@ async def test_scoped_editor_cannot_touch_notes_outside_its_scope(sclient: Quart
     assert (await sclient.post(path + "/delete", headers=editor)).status_code == 404
     stored = await (await sclient.get(path, headers=ADMIN)).get_json()
     assert (stored["text"], stored["version"]) == ("theirs", 1)
+
+
+async def test_scoped_viewer_sees_only_its_rules_states_and_note_fragments(sclient: QuartClient) -> None:
+    for device in ("line1-a", "line2-a"):
+        rule = await sclient.post(
+            "/api/alerts/rules", json={"device": device, "metric": "t", "op": "above", "threshold": 1}, headers=ADMIN
+        )
+        assert rule.status_code == 201
+    note = await (
+        await sclient.post(
+            "/api/annotations", json={"device": "line1-a", "ts": 1_790_000_000_000, "text": "x"}, headers=ADMIN
+        )
+    ).get_json()
+    viewer = bearer(await make_token(sclient, "viewer", scope=["device/line2-*"]))
+    states = (await (await sclient.get("/api/alerts/state", headers=viewer)).get_json())["states"]
+    rules = (await (await sclient.get("/api/alerts/rules", headers=ADMIN)).get_json())["rules"]
+    assert set(states) == {r["id"] for r in rules if r["device"] == "line2-a"}
+    assert (await sclient.get(f"/fragments/note/{note['id']}", headers=viewer)).status_code == 404
+    assert (await sclient.get(f"/fragments/note/{note['id']}", headers=ADMIN)).status_code == 200

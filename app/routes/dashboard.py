@@ -8,8 +8,7 @@ from quart import Blueprint, render_template
 
 from ..auth import current_identity
 from ..engine import engine
-from ..errors import NotFound
-from ..versioned import check_id
+from .documents import live_document
 from .page_context import firing, page_settings, rules_by_series
 
 bp = Blueprint("dashboard", __name__)
@@ -52,16 +51,12 @@ async def tiles() -> str:
 @bp.get("/fragments/note/<annotation_id>")
 async def note(annotation_id: str) -> str:
     """One note's list item, for a page that learns of it from an event."""
-    doc = await engine().annotations.get(check_id(annotation_id, "annotation"))
-    if doc is None or doc["deleted"]:
-        raise NotFound(f"no annotation {annotation_id!r}")
+    doc = await live_document(engine().annotations, annotation_id, "annotation")
     return await render_template("_note.html", a=doc)
 
 
 @bp.get("/fragments/rule/<rule_id>")
 async def rule(rule_id: str) -> str:
     """One alert rule's list item (summary and editor)."""
-    doc = await engine().alerts.get(check_id(rule_id, "alert rule"))
-    if doc is None or doc["deleted"]:
-        raise NotFound(f"no alert rule {rule_id!r}")
+    doc = await live_document(engine().alerts, rule_id, "alert rule")
     return await render_template("_rule.html", rule=doc)
