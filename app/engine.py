@@ -8,6 +8,7 @@ that only the broker's ``XREAD BLOCK`` uses. Never a connection per stream.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,7 +65,8 @@ def redis_url(settings: Settings) -> str:
 
 
 async def open_engine(settings: Settings) -> Engine:
-    url = redis_url(settings)
+    # Starting the embedded server is blocking (a subprocess, a socket poll): keep it off the loop.
+    url = await asyncio.to_thread(redis_url, settings)
     # A bounded pool that makes a command wait for a free connection (up to
     # COMMAND_TIMEOUT) rather than fail: a burst of streams reconnecting after
     # a deploy must queue, not answer 503. redis-py's default pool refuses

@@ -80,9 +80,6 @@ class Event:
             self._data = orjson.loads(self.data_json)
         return self._data
 
-    def as_dict(self) -> dict[str, object]:
-        return orjson.loads(self.json())  # type: ignore[no-any-return]
-
     def frame(self, fmt: str, encoder: Callable[[Event], bytes]) -> bytes:
         """This event's wire bytes in ``fmt``, encoded on first use only."""
         cached = self._frames.get(fmt)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -52,10 +51,18 @@ EPOCH_CHECK_INTERVAL = 2.0
 
 @dataclass(frozen=True, slots=True)
 class Reset:
-    """The log this stream follows was replaced (Redis lost its data): start over from ``cursor``."""
+    """The log the streams follow was replaced (Redis lost its data): start over from ``cursor``.
 
-    cursor: str
-    reason: str
+    Encoded once for every stream; ``key`` is where each stream's de-duplication restarts.
+    """
+
+    key: EventKey
+    frame: bytes
+
+    @classmethod
+    def to(cls, cursor: str, reason: str) -> Reset:
+        frame = control_frame("reset", {"reason": reason, "cursor": cursor}, cursor)
+        return cls(parse_event_id(cursor) or (0, 0), frame)
 
 
 # Events, shared control frames (keep-alive, status), resets and conflation markers.
@@ -203,7 +210,6 @@ class Broker:
         self._epoch_checked = 0.0
         # Set once the process is shutting down: new streams are refused.
         self.closing = False
-        self.on_event: list[Callable[[Event], None]] = []
 
     # --- lifecycle ----------------------------------------------------------
     async def start(self) -> None:
@@ -278,8 +284,6 @@ class Broker:
         if self.last_key is not None and event.key <= self.last_key:
             return
         self.last_key = event.key
-        for hook in self.on_event:
-            hook(event)
         for sub in tuple(self.subscriptions):
             if sub.topics.matches(event.topic) and (sub.push(event) or self._overflow(sub, event)):
                 self.delivered += 1
@@ -332,7 +336,7 @@ class Broker:
             head = await self.log.head()
             log.warning("event log epoch changed (Redis lost its data); resetting %d streams", len(self.subscriptions))
             self.last_key = parse_event_id(head) or (0, 0)
-            self.broadcast(Reset(head, "epoch-changed"))
+            self.broadcast(Reset.to(head, "epoch-changed"))
         self.epoch = epoch.token
 
     def broadcast(self, item: bytes | Reset) -> None:

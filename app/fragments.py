@@ -12,7 +12,6 @@ import logging
 import re
 from datetime import UTC, datetime
 
-import orjson
 from jinja2 import BaseLoader, Environment, TemplateNotFound, select_autoescape
 
 from .events import Event
@@ -62,7 +61,7 @@ class HtmlFragments:
         except TemplateNotFound:
             return ""
         try:
-            return template.render(event=ev, data=orjson.loads(ev.data_json))
+            return template.render(event=ev, data=ev.data())
         except Exception:
             # One bad event must not end every htmx stream: send it without a fragment.
             log.exception("could not render the %s fragment of event %s", ev.type, ev.id)

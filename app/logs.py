@@ -139,15 +139,22 @@ class StreamLife:
 _stream_var: ContextVar[StreamLife | None] = ContextVar("livedash_stream", default=None)
 
 
-def stream_ended(reason: str) -> None:
-    """Called by the stream as it finishes, with its subscription's close reason (may be empty)."""
+def stream_ended(reason: str, sent: int) -> None:
+    """Called by the stream as it finishes: its close reason (may be empty) and the bytes it yielded."""
     life = _stream_var.get()
-    if life is not None and reason and not life.reason:
-        life.reason = reason
+    if life is not None:
+        life.sent = sent
+        if reason and not life.reason:
+            life.reason = reason
 
 
 class LoggedStream(ResponseBody):
-    """Wraps a stream's body: counts bytes, logs its close with the reason."""
+    """Wraps a stream's body to log its close with the reason.
+
+    Iteration goes straight to the inner body: a wrapping generator would add
+    a coroutine hop to every write of every stream. The stream reports its
+    byte count itself (``stream_ended``).
+    """
 
     def __init__(self, inner: ResponseBody, life: StreamLife, path: str) -> None:
         self.inner = inner
@@ -183,13 +190,8 @@ class LoggedStream(ResponseBody):
                 bytes=life.sent,
             )
 
-    async def _chunks(self) -> Any:
-        async for chunk in self.inner:  # type: ignore[attr-defined]  # every body Quart streams is async-iterable
-            self.life.sent += len(chunk)
-            yield chunk
-
     def __aiter__(self) -> Any:
-        return self._chunks()
+        return self.inner.__aiter__()  # type: ignore[attr-defined]  # every body Quart streams is async-iterable
 
 
 # --- hooks ----------------------------------------------------------------------

@@ -73,12 +73,15 @@ async def event_stream(eng: Engine, topics: TopicFilter, fmt: str, resume: Resum
 
     # Replay from the log page by page, then subscribe and catch up once more:
     # the live queue only has to hold what arrives during that last read.
+    sent = 0
     log = LogReplay(eng, topics, fmt, resume.after)
     async for chunk in log.chunks():
+        sent += len(chunk)
         yield chunk
     sub = broker.subscribe(topics)
     try:
         async for chunk in log.chunks():
+            sent += len(chunk)
             yield chunk
         upto = parse_event_id(log.cursor) or (0, 0)
         while True:
@@ -95,18 +98,20 @@ async def event_stream(eng: Engine, topics: TopicFilter, fmt: str, resume: Resum
                 elif isinstance(item, Skip):
                     parts.append(item.frame())
                 elif isinstance(item, Reset):
-                    upto = parse_event_id(item.cursor) or (0, 0)
-                    parts.append(control_frame("reset", {"reason": item.reason, "cursor": item.cursor}, item.cursor))
+                    upto = item.key
+                    parts.append(item.frame)
                 else:
                     parts.append(item)
             if parts:
-                yield b"".join(parts)
+                chunk = b"".join(parts)
+                sent += len(chunk)
+                yield chunk
         if sub.reason == "shutdown":
             # A short retry: the client should come straight back (to another worker or the new release).
             yield control_frame("bye", {"reason": "shutdown"}, retry=jittered_retry(250, 1000))
     finally:
         broker.unsubscribe(sub)
-        stream_ended(sub.reason)  # the close reason for the stream's log line
+        stream_ended(sub.reason, sent)  # the close reason and size for the stream's log line
 
 
 class LogReplay:
