@@ -6,10 +6,11 @@ resolves) and minimum duration (how long, in reading time, the value must
 stay past the threshold before it fires). Rules are versioned documents with
 the same write rules as annotations (``versioned.py``, ``rule_write.lua``).
 
-Evaluation (``scripts/alert_eval.lua``) runs after every ingest, one script
-call per batch: the state of each rule and the ``alert`` event of a state
-change are one atomic step, so two processes ingesting the same series agree
-on every transition and emit each exactly once.
+Evaluation (``scripts/alert_eval.lua``) runs inside the ingest script, right
+after a batch is stored (``series.py``): the readings, the state of each rule
+and the ``alert`` event of a state change are one atomic step, so two
+processes ingesting the same series agree on every transition and emit each
+exactly once.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 from redis.asyncio import Redis
 
-from . import scripts
 from .events import ZERO_ID
 from .keys import Keys
-from .readings import Reading, Slug
+from .readings import Slug
 from .settings import Settings
 from .versioned import VersionedScript, Written, new_id
 
@@ -111,7 +111,6 @@ class AlertStore:
             tombstone_ttl_ms=int(settings.tombstone_ttl * 1000),
             revisions_max=settings.revisions_max,
         )
-        self._evaluate = scripts.load(redis, "alert_eval")
 
     def _keys(self, rule_id: str) -> list[str]:
         return [
@@ -181,17 +180,6 @@ class AlertStore:
         return out, _cursor(newest)
 
     # --- evaluation -------------------------------------------------------------
-
-    async def evaluate(self, readings: list[Reading]) -> list[str]:
-        """Run the rules of these readings' series; returns the ids of ``alert`` events."""
-        args: list[Any] = [self.log_maxlen]
-        # In ts order, so a batch that is out of order within itself still
-        # counts every reading (the script skips readings older than the last).
-        for reading in sorted(readings, key=lambda r: r.ts):
-            args += [reading.series, reading.ts, orjson.dumps(reading.value)]
-        keys = [self.keys.alert_rules, self.keys.alert_rules_by_series, self.keys.alert_state, self.keys.events]
-        ids = await self._evaluate(keys=keys, args=args)
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
 
 def _state(raw: bytes | None) -> dict[str, Any]:

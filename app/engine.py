@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from quart import Quart, current_app
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
 from .alerts import AlertStore
 from .annotations import AnnotationStore
@@ -24,13 +24,11 @@ from .events import Event
 from .fanout import READ_BLOCK_MS, Broker
 from .keys import Keys
 from .presence import PresenceStore
+from .redis_clients import command_client, reader_client
 from .series import SeriesStore
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-
-COMMAND_TIMEOUT = 5.0
-CONNECT_TIMEOUT = 2.0
 
 
 @dataclass
@@ -67,25 +65,8 @@ def redis_url(settings: Settings) -> str:
 async def open_engine(settings: Settings) -> Engine:
     # Starting the embedded server is blocking (a subprocess, a socket poll): keep it off the loop.
     url = await asyncio.to_thread(redis_url, settings)
-    # A bounded pool that makes a command wait for a free connection (up to
-    # COMMAND_TIMEOUT) rather than fail: a burst of streams reconnecting after
-    # a deploy must queue, not answer 503. redis-py's default pool refuses
-    # outright past 100 connections.
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=settings.redis_pool_size,
-        timeout=COMMAND_TIMEOUT,
-        socket_timeout=COMMAND_TIMEOUT,
-        socket_connect_timeout=CONNECT_TIMEOUT,
-        health_check_interval=30,
-    )
-    redis = Redis.from_pool(pool)
-    reader = Redis.from_url(
-        url,
-        socket_timeout=READ_BLOCK_MS / 1000 + COMMAND_TIMEOUT,
-        socket_connect_timeout=CONNECT_TIMEOUT,
-        max_connections=2,
-    )
+    redis = command_client(url, settings.redis_pool_size)
+    reader = reader_client(url, READ_BLOCK_MS / 1000)
     keys = Keys(settings.key_prefix)
     event_log = EventLog(redis, keys.events, settings.event_log_maxlen, keys.epoch)
     broker = Broker(

@@ -1,9 +1,10 @@
 """Series: the latest value of each (device, metric) and its recent history.
 
 Writes go through one Lua script (``scripts/ingest_readings.lua``) so the
-last-write-wins check, the history append and the ``metric`` event are one
-atomic step per batch; concurrent batches share script runs
-(``group_commit``). Reads return the snapshot together with the event-log
+last-write-wins check, the history append, the ``metric`` event and the
+evaluation of alert rules (``scripts/alert_eval.lua``) are one atomic step
+per batch; concurrent batches share script runs (``group_commit``), so a
+busy server pays one Redis round trip per group of POSTs. Reads return the snapshot together with the event-log
 cursor taken in the same MULTI, so a client can stream from exactly there.
 """
 
@@ -30,7 +31,8 @@ class SeriesStore:
         self.keys = keys
         self.history_size = history_size
         self.log_maxlen = log_maxlen
-        self._ingest = scripts.load(redis, "ingest_readings")
+        # Alert evaluation rides in the same script run (alert_eval.lua is a library).
+        self._ingest = scripts.load(redis, "alert_eval", "ingest_readings")
         # Concurrent POSTs share script runs; each batch stays whole inside one.
         self._group = GroupCommit(self._store, GROUP_MAX_READINGS)
 
@@ -39,7 +41,14 @@ class SeriesStore:
         return await self._group.submit(readings)
 
     async def _store(self, readings: list[Reading]) -> list[str]:
-        keys = [self.keys.latest, self.keys.latest_ts, self.keys.events]
+        keys = [
+            self.keys.latest,
+            self.keys.latest_ts,
+            self.keys.events,
+            self.keys.alert_rules,
+            self.keys.alert_rules_by_series,
+            self.keys.alert_state,
+        ]
         args: list[Any] = [self.history_size, self.log_maxlen]
         for reading in readings:
             stored = orjson.dumps(reading.model_dump(exclude_none=True))
@@ -51,6 +60,7 @@ class SeriesStore:
                 orjson.dumps([reading.ts, reading.value]),
                 device_topic(reading.device),
                 stored[:-1] + b',"latest":',
+                orjson.dumps(reading.value),
             ]
         ids = await self._ingest(keys=keys, args=args)
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]

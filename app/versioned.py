@@ -97,7 +97,7 @@ class VersionedScript:
         tombstone_ttl_ms: int,
         revisions_max: int,
     ) -> None:
-        self.script: AsyncScript = redis.register_script(scripts.source("versioned") + "\n" + scripts.source(script))
+        self.script: AsyncScript = scripts.load(redis, "versioned", script)
         self.noun = noun
         self.event_type = event_type
         self.event_key = event_key  # the document's key in the event data

@@ -2,7 +2,9 @@
 
 Each script's header says what it guarantees. ``load`` registers them with a
 client; redis-py sends EVALSHA and falls back to EVAL after a server restart
-that emptied the script cache.
+that emptied the script cache. A library file (functions only, such as
+``versioned.lua``) is prepended to the scripts that use it: Redis scripts
+cannot call one another.
 """
 
 from __future__ import annotations
@@ -19,5 +21,6 @@ def source(name: str) -> str:
     return files(__package__).joinpath(f"{name}.lua").read_text()
 
 
-def load(redis: Redis, name: str) -> AsyncScript:
-    return redis.register_script(source(name))
+def load(redis: Redis, *names: str) -> AsyncScript:
+    """One script made of these files, in order (libraries first)."""
+    return redis.register_script("\n".join(source(name) for name in names))
