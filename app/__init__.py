@@ -13,7 +13,7 @@ from pathlib import Path
 
 from quart import Quart
 
-from . import auth, errors, logs, security_headers, telemetry
+from . import auth, errors, fast_ingest, logs, security_headers, telemetry
 from . import engine as engine_module
 from .demo import run_simulator
 from .fragments import HtmlFragments, install_filters
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     # an app with auth on and no SECRET_KEY.
     auth.init_app(app, settings)
     security_headers.init_app(app)
+    fast_ingest.init_app(app, settings.ingest_fast_path)
     for blueprint in (
         auth_routes.bp,
         token_routes.bp,

@@ -198,14 +198,44 @@ async def audit_write(response: Response) -> Response:
     if (
         request.method not in SAFE_METHODS
         and isinstance(identity, Identity)
-        and identity is not ANONYMOUS
-        and response.status_code < 400
         and request.endpoint not in ("auth.login", "presence.heartbeat", "presence.leave")
     ):
-        await guard().audit.record(
-            "write", identity.who, method=request.method, path=request.path, status=response.status_code
-        )
+        await record_write(guard(), identity, request.method, request.path, response.status_code)
     return response
+
+
+async def record_write(grd: Guard, identity: Identity, method: str, path: str, status: int) -> None:
+    if identity is not ANONYMOUS and status < 400:
+        await grd.audit.record("write", identity.who, method=method, path=path, status=status)
+
+
+async def bearer_writer(app: Quart, authorization: str, endpoint: str, path: str) -> Identity | None:
+    """For a write answered outside Quart (``fast_ingest``): the caller, when a Bearer token settles it.
+
+    ``None`` means not settled here: no Bearer header (a cookie, or nobody),
+    a bad token or a wrong role. The request then goes through Quart, where
+    ``check_request`` answers it (401, 403, CSRF, the audit entry) as for
+    every other route. A settled caller's write is counted against its rate
+    limit here, exactly as ``check_request`` would.
+    """
+    settings: Settings = app.config["LIVEDASH_SETTINGS"]
+    if not settings.auth_on:
+        return ANONYMOUS
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() not in ("bearer", "token") or not token.strip():
+        return None
+    grd: Guard = app.extensions["livedash_guard"]
+    identity = await grd.from_token(token.strip())
+    roles = allowed_roles(endpoint)
+    if identity is None or roles is None or identity.role not in roles:
+        return None
+    if endpoint not in RATE_EXEMPT:
+        try:
+            await grd.rate.hit(identity.token_id)
+        except TooManyRequests:
+            await grd.audit.record("rate-limited", identity.who, method="POST", path=path)
+            raise
+    return identity
 
 
 # --- what routes ask ---------------------------------------------------------
@@ -242,8 +272,9 @@ def require_room(room: str) -> None:
         raise Forbidden(f"this credential may not see room {room!r}", code="out_of_scope")
 
 
-def require_devices(devices: Iterable[str]) -> None:
-    identity = current_identity()
+def require_devices(devices: Iterable[str], identity: Identity | None = None) -> None:
+    """A device token writes only for its own devices (``identity``: the caller, if not the request's)."""
+    identity = identity or current_identity()
     denied = sorted({d for d in devices if not identity.may_write_device(d)})
     if denied:
         raise Forbidden(f"this token may not write for device(s) {denied[:10]}", code="out_of_scope")

@@ -24,7 +24,7 @@ import logging
 from typing import Any
 
 import orjson
-from quart import Quart, Response, render_template, request
+from quart import Quart, Response, current_app, render_template, request
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
@@ -111,11 +111,23 @@ def wants_json() -> bool:
     return best == "application/json"
 
 
+def json_body(error: ApiError) -> bytes:
+    """The one JSON shape of an error: ``{"error": code, "detail": ...}`` plus any extra fields."""
+    return orjson.dumps({"error": error.code, "detail": error.detail, **error.body})
+
+
+def body_too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body larger than {limit} bytes (LIVEDASH_MAX_BODY_BYTES)")
+
+
+def storage_unavailable() -> Unavailable:
+    return Unavailable("storage is unreachable; nothing was stored, retry shortly", headers={"Retry-After": "2"})
+
+
 async def render_error(error: ApiError) -> Response:
     headers = dict(error.headers)
     if wants_json():
-        body: dict[str, Any] = {"error": error.code, "detail": error.detail, **error.body}
-        response = Response(orjson.dumps(body), status=error.status, content_type="application/json")
+        response = Response(json_body(error), status=error.status, content_type="application/json")
     else:
         # The page shell (base.html) expects page context; an error page has none of its own.
         html = await render_template("error.html", error=error, page={}, room="", cursor="")
@@ -132,6 +144,8 @@ def register(app: Quart) -> None:
     @app.errorhandler(HTTPException)
     async def _http_error(error: HTTPException) -> Response:
         status = error.code or 500
+        if status == 413:  # Quart's MAX_CONTENT_LENGTH check: say which limit
+            return await render_error(body_too_large(int(current_app.config["MAX_CONTENT_LENGTH"])))
         wrapped = ApiError(error.description, code=_HTTP_CODES.get(status, "http_error"))
         wrapped.status = status
         if status == 405 and hasattr(error, "valid_methods") and error.valid_methods:
@@ -142,6 +156,4 @@ def register(app: Quart) -> None:
     @app.errorhandler(RedisTimeoutError)
     async def _redis_down(error: Exception) -> Response:
         log.warning("Redis unavailable during %s %s: %s", request.method, request.path, error)
-        return await render_error(
-            Unavailable("storage is unreachable; nothing was stored, retry shortly", headers={"Retry-After": "2"})
-        )
+        return await render_error(storage_unavailable())

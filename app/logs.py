@@ -213,21 +213,26 @@ def init_app(app: Quart) -> None:
         response.headers[REQUEST_ID_HEADER] = rid
         elapsed = time.perf_counter() - getattr(g, "request_started", time.perf_counter())
         route = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
-        telemetry.HTTP_REQUESTS.labels(route, request.method, str(response.status_code)).inc()
-        telemetry.HTTP_SECONDS.labels(route).observe(elapsed)
-        event(
-            access_log,
-            logging.INFO,
-            "request",
-            method=request.method,
-            path=request.path,
-            route=route,
-            status=response.status_code,
-            ms=round(elapsed * 1000, 2),
-        )
+        record_request(request.method, request.path, route, response.status_code, elapsed)
         if response.mimetype == "text/event-stream" and response.status_code == 200:
             _wrap_stream(response)
         return response
+
+
+def record_request(method: str, path: str, route: str, status: int, elapsed: float) -> None:
+    """A request's metrics and its access line (Quart's hook and the raw ingest path)."""
+    telemetry.HTTP_REQUESTS.labels(route, method, str(status)).inc()
+    telemetry.HTTP_SECONDS.labels(route).observe(elapsed)
+    event(
+        access_log,
+        logging.INFO,
+        "request",
+        method=method,
+        path=path,
+        route=route,
+        status=status,
+        ms=round(elapsed * 1000, 2),
+    )
 
 
 def _wrap_stream(response: Response) -> None:

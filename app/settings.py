@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     history_size: int = Field(240, ge=1, le=100_000)
     max_batch: int = Field(5_000, ge=1)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # JSON POST /api/metrics answered in front of Quart (app/fast_ingest.py).
+    ingest_fast_path: bool = True
 
     # --- demo simulator -----------------------------------------------------
     demo_interval: float = Field(1 * SECONDS, gt=0)

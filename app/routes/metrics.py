@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import orjson
 from quart import Blueprint, Response, request
 
 from .. import telemetry
+from ..access import Identity
 from ..auth import current_identity, require_devices
 from ..bodies import int_arg, json_or_form
-from ..engine import engine
+from ..engine import Engine, engine
 from ..errors import BadRequest, Unprocessable
 from ..ingest import ingest as ingest_readings
 from ..keys import series_id
@@ -42,18 +44,25 @@ def _form_reading(form: dict[str, str | None]) -> dict[str, object]:
 
 @bp.post("/api/metrics")
 async def ingest() -> Response:
-    eng = engine()
+    # JSON bodies from Bearer clients (and everyone, with auth off) are
+    # answered before Quart by ``fast_ingest``; forms, cookies and any
+    # request it does not settle come here. Both end in ``accept_readings``.
     body, is_form = await json_or_form()
     if is_form:
         body = _form_reading(body)
+    return json_response(await accept_readings(engine(), body, current_identity()), status=202)
+
+
+async def accept_readings(eng: Engine, body: Any, identity: Identity) -> dict[str, Any]:
+    """A parsed body becomes stored readings (all of them, or none and a 4xx); the 202's body."""
     try:
         readings = parse_readings(body, max_batch=eng.settings.max_batch)
     except Unprocessable:
         telemetry.INGEST_REJECTED.labels("http").inc()
         raise
-    require_devices(r.device for r in readings)  # a device token writes only for its own devices
+    require_devices((r.device for r in readings), identity)
     ids = await ingest_readings(eng, readings)
-    return json_response({"accepted": len(ids), "cursor": ids[-1]}, status=202)
+    return {"accepted": len(ids), "cursor": ids[-1]}
 
 
 def _slug_arg(name: str) -> str | None:
