@@ -8,6 +8,7 @@ sockets), so what they check is the queueing logic itself, never timing.
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 import orjson
@@ -171,3 +172,25 @@ def test_pacing_interval_is_the_cap_or_the_write_budget_spread_over_streams() ->
     budget_only = Pacer(max_rate=0, write_budget=10_000)
     budget_only.resize(10)
     assert budget_only.interval == pytest.approx(0.001)
+
+
+async def test_the_subscriber_set_shrinks_after_a_peak() -> None:
+    """A set keeps its table after removals, and dispatch walks the table: a
+    server that once had thousands of streams would pay for them on every
+    event forever. After the streams go, the set is rebuilt to its size."""
+    b = broker(queue_size=8)
+    # What 100 entries need; the table of 5,000 is ~250 times that.
+    small_table = sys.getsizeof(set(range(100)))
+    subs = [b.subscribe(EVERYTHING, cancel_on_overflow=False) for _ in range(5_000)]
+    keep = subs[:3]
+    for sub in subs[3:]:
+        b.unsubscribe(sub)
+    assert b.subscriptions == set(keep)
+    assert sys.getsizeof(b.subscriptions) <= small_table
+    b.dispatch(metric(1, "pump-1", "t", 1.0))
+    assert [len(s.queue) for s in keep] == [1, 1, 1], "the streams still open get every event"
+    # Dropped slow consumers count as leaving too.
+    more = [b.subscribe(EVERYTHING, cancel_on_overflow=False) for _ in range(2_000)]
+    for sub in more:
+        b._drop(sub)
+    assert sys.getsizeof(b.subscriptions) <= small_table
