@@ -192,21 +192,28 @@ async def check_request() -> Response | None:
     return None
 
 
+# Writes not audited one by one: logging in (audited as such), presence
+# heartbeats, and readings. Sensors post thousands of readings a second; an
+# entry each would push every token change, denial and rate-limit entry out
+# of the bounded audit log within seconds. Readings are counted instead
+# (``livedash_readings_accepted_total``); a refused one is still audited.
+NOT_AUDITED = frozenset({"auth.login", "presence.heartbeat", "presence.leave", "metrics.ingest", "write.write"})
+
+
 async def audit_write(response: Response) -> Response:
-    """Every accepted write, who and what (never its body: it may be large)."""
+    """Every accepted write to documents, rules and tokens: who and what (never its body: it may be large)."""
     identity = g.get("identity")
     if (
         request.method not in SAFE_METHODS
         and isinstance(identity, Identity)
-        and request.endpoint not in ("auth.login", "presence.heartbeat", "presence.leave")
+        and identity is not ANONYMOUS
+        and response.status_code < 400
+        and request.endpoint not in NOT_AUDITED
     ):
-        await record_write(guard(), identity, request.method, request.path, response.status_code)
+        await guard().audit.record(
+            "write", identity.who, method=request.method, path=request.path, status=response.status_code
+        )
     return response
-
-
-async def record_write(grd: Guard, identity: Identity, method: str, path: str, status: int) -> None:
-    if identity is not ANONYMOUS and status < 400:
-        await grd.audit.record("write", identity.who, method=method, path=path, status=status)
 
 
 async def bearer_writer(app: Quart, authorization: str, endpoint: str, path: str) -> Identity | None:

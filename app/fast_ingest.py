@@ -33,7 +33,7 @@ from quart import Quart
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .auth import bearer_writer, record_write
+from .auth import bearer_writer
 from .engine import engine_of
 from .errors import ApiError, BadRequest, body_too_large, storage_unavailable
 from .errors import json_body as error_json
@@ -115,7 +115,6 @@ class FastIngest:
             return 499  # as nginx logs it: the client left before its body arrived
         else:
             await _respond(send, 202, orjson.dumps(answer), rid)
-            await record_write(self.app.extensions["livedash_guard"], identity, "POST", PATH, 202)
             return 202
         await _respond(send, error.status, error_json(error), rid, error.headers)
         return error.status

@@ -332,7 +332,7 @@ ROUTES: tuple[Op, ...] = (
     Op(
         "get",
         "/api/audit",
-        "The audit log, newest first (admin)",
+        "The audit log, newest first (admin): token changes, logins, refusals, writes to annotations and rules",
         "auth",
         params=(Param("limit", type="integer"),),
         errors=(401, 403),

@@ -174,17 +174,22 @@ async def test_what_the_fast_path_serves_and_what_it_hands_over(recorded: tuple[
     assert recorder.paths == [("POST", "/api/metrics")] * 2
 
 
-async def test_fast_path_writes_are_audited_and_rate_limited(make_settings: Callable[..., Settings]) -> None:
+async def test_fast_path_rate_limits_and_audits_refusals_not_readings(make_settings: Callable[..., Settings]) -> None:
     application = create_app(secure_settings(make_settings, write_rate_limit=2, write_rate_window=30))
     async with application.test_app():
         client = application.test_client()
         token = await make_token(client, "device", devices=["pump-1"])
         statuses = [(await client.post("/api/metrics", json=ok, headers=bearer(token))).status_code for _ in range(3)]
         assert statuses == [202, 202, 429]
+        note = {"device": "pump-1", "text": "bearing replaced", "author": "ops"}
+        assert (await client.post("/api/annotations", json=note, headers=ADMIN)).status_code == 201
         entries = (await (await client.get("/api/audit", headers=ADMIN)).get_json())["entries"]
         actions = [(e["action"], e.get("path")) for e in entries]
-        assert actions.count(("write", "/api/metrics")) == 2
+        # Readings are data, not changes of who-may-do-what: a sensor fleet
+        # would flush the bounded audit log in seconds. Refusals are audited.
+        assert actions.count(("write", "/api/metrics")) == 0
         assert actions.count(("rate-limited", "/api/metrics")) == 1
+        assert actions.count(("write", "/api/annotations")) == 1, "changes to documents are audited"
         assert all(token not in str(e) for e in entries)
 
 
