@@ -35,7 +35,7 @@ from .engine import engine, engine_of
 from .errors import Forbidden, TooManyRequests, Unauthorized, wants_json
 from .events import TopicFilter
 from .keys import Keys
-from .ratelimit import WriteRateLimit
+from .ratelimit import Counted, WriteRateLimit
 from .revocation import run_rechecks
 from .sessions import COOKIE_NAME, SessionRecord, SessionStore
 from .settings import Settings
@@ -97,6 +97,15 @@ class Guard:
         digest = hash_token(token)
         record = await self.tokens.by_hash(digest)
         return None if record is None else self.identity_of(record, digest)
+
+    async def writer_from_token(self, token: str) -> tuple[Identity | None, Counted]:
+        """``from_token`` and one write counted against the token's rate, in one round trip."""
+        if self.is_bootstrap(token):
+            return self.bootstrap_identity(), await self.rate.count(BOOTSTRAP)
+        digest = hash_token(token)
+        raw, counted = await self.rate.get_and_count(self.tokens.keys.token(digest), digest)
+        record = self.tokens.record_from(raw)
+        return (None if record is None else self.identity_of(record, digest)), counted
 
     async def from_session(self, session: SessionRecord) -> Identity | None:
         if session.token_hash == BOOTSTRAP:
@@ -184,7 +193,7 @@ async def check_request() -> Response | None:
                 raise Forbidden(f"missing or wrong {CSRF_HEADER} header", code="csrf")
         if request.endpoint not in RATE_EXEMPT:
             try:
-                await grd.rate.hit(identity.token_id)
+                await grd.rate.hit(identity.token_hash)
             except TooManyRequests:
                 await grd.audit.record("rate-limited", identity.who, method=request.method, path=request.path)
                 raise
@@ -222,8 +231,9 @@ async def bearer_writer(app: Quart, authorization: str, endpoint: str, path: str
     ``None`` means not settled here: no Bearer header (a cookie, or nobody),
     a bad token or a wrong role. The request then goes through Quart, where
     ``check_request`` answers it (401, 403, CSRF, the audit entry) as for
-    every other route. A settled caller's write is counted against its rate
-    limit here, exactly as ``check_request`` would.
+    every other route. The write is counted against the token's rate limit
+    in the same round trip as the token lookup (so only for endpoints that are
+    rate-limited), and refused past it, exactly as ``check_request`` would.
     """
     settings: Settings = app.config["LIVEDASH_SETTINGS"]
     if not settings.auth_on:
@@ -232,16 +242,15 @@ async def bearer_writer(app: Quart, authorization: str, endpoint: str, path: str
     if scheme.lower() not in ("bearer", "token") or not token.strip():
         return None
     grd: Guard = app.extensions["livedash_guard"]
-    identity = await grd.from_token(token.strip())
+    identity, counted = await grd.writer_from_token(token.strip())
     roles = allowed_roles(endpoint)
     if identity is None or roles is None or identity.role not in roles:
         return None
-    if endpoint not in RATE_EXEMPT:
-        try:
-            await grd.rate.hit(identity.token_id)
-        except TooManyRequests:
-            await grd.audit.record("rate-limited", identity.who, method="POST", path=path)
-            raise
+    try:
+        grd.rate.check(counted)
+    except TooManyRequests:
+        await grd.audit.record("rate-limited", identity.who, method="POST", path=path)
+        raise
     return identity
 
 

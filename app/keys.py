@@ -103,8 +103,8 @@ class Keys:
     def session(self, session_id: str) -> str:
         return f"{self.prefix}session:{session_id}"
 
-    def write_rate(self, token_id: str) -> str:
-        return f"{self.prefix}write-rate:{token_id}"
+    def write_rate(self, token_hash: str) -> str:
+        return f"{self.prefix}write-rate:{token_hash}"
 
     @property
     def audit(self) -> str:

@@ -132,7 +132,11 @@ class TokenStore:
         return await self.by_hash(hash_token(plaintext))
 
     async def by_hash(self, digest: str) -> TokenRecord | None:
-        raw = await self.redis.get(self.keys.token(digest))
+        return self.record_from(await self.redis.get(self.keys.token(digest)))
+
+    @staticmethod
+    def record_from(raw: bytes | str | None) -> TokenRecord | None:
+        """A stored token (the value of ``Keys.token``), or None when absent or expired."""
         if raw is None:
             return None
         record = TokenRecord.model_validate(orjson.loads(raw))

@@ -95,11 +95,24 @@ class SSEReader(asyncio.Protocol):
 
 
 async def open_readers(
-    host: str, port: int, path: str, count: int, sent: Sent, sample: int, concurrency: int = 200, within: float = 60
+    host: str,
+    port: int,
+    path: str,
+    count: int,
+    sent: Sent,
+    sample: int,
+    concurrency: int = 200,
+    within: float = 60,
+    headers: bytes = b"",
 ) -> list[SSEReader]:
     """Open ``count`` streams (``sample`` of them measuring latency); raises if one fails."""
     loop = asyncio.get_running_loop()
-    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n".encode()
+    request = b"GET %s HTTP/1.1\r\nHost: %s:%d\r\n%sAccept: text/event-stream\r\n\r\n" % (
+        path.encode(),
+        host.encode(),
+        port,
+        headers,
+    )
     gate = asyncio.Semaphore(concurrency)
     readers: list[SSEReader] = []
 
@@ -124,8 +137,9 @@ async def open_readers(
 class HttpConnection:
     """A keep-alive HTTP/1.1 client connection that POSTs and reads the status."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, headers: bytes = b"") -> None:
         self.host, self.port = host, port
+        self.headers = headers  # extra header lines, each ending in CRLF (e.g. Authorization)
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -134,8 +148,8 @@ class HttpConnection:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
         self.writer.write(
-            b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-            % (path.encode(), self.host.encode(), self.port, len(body))
+            b"POST %s HTTP/1.1\r\nHost: %s:%d\r\n%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % (path.encode(), self.host.encode(), self.port, self.headers, len(body))
             + body
         )
         status = int((await self.reader.readline()).split()[1])
@@ -169,11 +183,19 @@ BodyFactory = Callable[[list[int]], bytes]
 
 
 async def publish_paced(
-    host: str, port: int, path: str, body_for: BodyFactory, rate: float, duration: float, sent: Sent, connections: int
+    host: str,
+    port: int,
+    path: str,
+    body_for: BodyFactory,
+    rate: float,
+    duration: float,
+    sent: Sent,
+    connections: int,
+    headers: bytes = b"",
 ) -> None:
     """Send one single-reading POST every 1/rate seconds for ``duration``, on a small pool."""
     pool: asyncio.Queue[HttpConnection] = asyncio.Queue()
-    conns = [HttpConnection(host, port) for _ in range(connections)]
+    conns = [HttpConnection(host, port, headers) for _ in range(connections)]
     for conn in conns:
         pool.put_nowait(conn)
     tasks: set[asyncio.Task[None]] = set()
@@ -219,7 +241,15 @@ async def publish_paced(
 
 
 async def publish_closed_loop(
-    host: str, port: int, path: str, body_for: BodyFactory, batch: int, duration: float, sent: Sent, connections: int
+    host: str,
+    port: int,
+    path: str,
+    body_for: BodyFactory,
+    batch: int,
+    duration: float,
+    sent: Sent,
+    connections: int,
+    headers: bytes = b"",
 ) -> None:
     """As fast as the server answers: ``connections`` clients, each POSTing ``batch`` readings back to back."""
     loop = asyncio.get_running_loop()
@@ -227,7 +257,7 @@ async def publish_closed_loop(
     counter = iter(range(10**12))
 
     async def client() -> None:
-        conn = HttpConnection(host, port)
+        conn = HttpConnection(host, port, headers)
         try:
             while loop.time() < deadline:
                 seqs = [next(counter) for _ in range(batch)]

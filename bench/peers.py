@@ -14,12 +14,14 @@ always takes down the whole process group it started.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,6 +73,9 @@ class Peer:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     body_for: Callable[[list[int]], bytes] = reading_body
+    # Extra request header lines (CRLF-terminated) for streams and for POSTs: credentials.
+    read_headers: bytes = b""
+    write_headers: bytes = b""
 
     @property
     def pid(self) -> int | None:
@@ -93,8 +98,11 @@ class Peer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                     # A GET on the stream path proves the app answers, not just the socket.
-                    request = f"GET {self.stream_path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
-                    sock.sendall(request.encode())
+                    request = b"GET %s HTTP/1.1\r\nHost: x\r\n%sAccept: text/event-stream\r\n\r\n" % (
+                        self.stream_path.encode(),
+                        self.read_headers,
+                    )
+                    sock.sendall(request)
                     if sock.recv(12).startswith(b"HTTP/1.1 200"):
                         return
             except OSError:
@@ -139,9 +147,14 @@ def _base_env() -> dict[str, str]:
 
 
 def start_livedash(
-    workdir: Path, redis_url: str, workers: int, extra_env: dict[str, str] | None = None, name: str = "livedash"
+    workdir: Path,
+    redis_url: str,
+    workers: int,
+    extra_env: dict[str, str] | None = None,
+    name: str = "livedash",
+    peer: Peer | None = None,
 ) -> Peer:
-    peer = Peer(name, workers, "/api/stream", "/api/metrics", port=free_port())
+    peer = peer or Peer(name, workers, "/api/stream", "/api/metrics", port=free_port())
     env = _base_env() | {
         "REDIS_URL": redis_url,
         "LIVEDASH_KEY_PREFIX": f"bench:{uuid.uuid4().hex[:10]}:",
@@ -153,6 +166,40 @@ def start_livedash(
     env.update(extra_env or {})
     peer._spawn(_hypercorn("app:create_app()", peer.port, workers), env, workdir / f"{name}-w{workers}.log")
     return peer
+
+
+def start_livedash_auth(workdir: Path, redis_url: str, workers: int, extra_env: dict[str, str] | None = None) -> Peer:
+    """livedash with authentication on, as in production: streams with a viewer
+    token, readings with a device token (a Redis lookup and a rate-limit step
+    per POST). The write limit is raised out of the way: the bench measures
+    what the checks cost, not the limiter refusing."""
+    admin = secrets.token_urlsafe(24)
+    env = {
+        "LIVEDASH_AUTH": "on",
+        "SECRET_KEY": secrets.token_urlsafe(32),
+        "LIVEDASH_ADMIN_TOKEN": admin,
+        "LIVEDASH_WRITE_RATE_LIMIT": "1000000000",
+    } | (extra_env or {})
+    bootstrap = b"Authorization: Bearer %s\r\n" % admin.encode()
+    peer = Peer("livedash-auth", workers, "/api/stream", "/api/metrics", port=free_port(), read_headers=bootstrap)
+    start_livedash(workdir, redis_url, workers, env, name="livedash-auth", peer=peer)
+    peer.read_headers = _bearer(_create_token(peer.port, admin, "viewer"))
+    peer.write_headers = _bearer(_create_token(peer.port, admin, "device"))
+    return peer
+
+
+def _bearer(token: str) -> bytes:
+    return b"Authorization: Bearer %s\r\n" % token.encode()
+
+
+def _create_token(port: int, admin: str, role: str) -> str:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/tokens",
+        data=orjson.dumps({"role": role, "name": f"bench-{role}"}),
+        headers={"Authorization": f"Bearer {admin}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return str(orjson.loads(response.read())["token"])
 
 
 def start_naive(workdir: Path, redis_url: str, workers: int) -> Peer:

@@ -29,12 +29,12 @@ from typing import Any
 from app.embedded import EmbeddedServer
 
 from . import scenarios as sc_mod
-from .peers import Peer, Unavailable, start_livedash, start_naive, start_nchan
+from .peers import Peer, Unavailable, start_livedash, start_livedash_auth, start_naive, start_nchan
 from .report import render
 from .scenarios import Scenario
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PEERS = ("livedash", "naive", "nchan")  # also available: livedash-unpaced
+PEERS = ("livedash", "naive", "nchan")  # also available: livedash-unpaced, livedash-auth
 # livedash with pacing off: one write per wake-up, as before the fast path.
 UNPACED = {"LIVEDASH_STREAM_MAX_RATE": "0", "LIVEDASH_STREAM_WRITE_BUDGET": "0"}
 
@@ -85,6 +85,7 @@ async def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "livedash-unpaced": lambda w: start_livedash(
                     workdir, redis.url, w, extra | UNPACED, name="livedash-unpaced"
                 ),
+                "livedash-auth": lambda w: start_livedash_auth(workdir, redis.url, w, extra),
                 "naive": lambda w: start_naive(workdir, redis.url, w),
                 "nchan": lambda w: start_nchan(workdir, w),
             }

@@ -69,7 +69,9 @@ async def run(peer: Peer, sc: Scenario, redis_pid: int | None) -> dict[str, Any]
 async def _fanout(peer: Peer, sc: Scenario, redis_pid: int | None) -> dict[str, Any]:
     sent = Sent()
     before = tree_usage(peer.pid)
-    readers = await open_readers(HOST, peer.port, peer.stream_path, sc.streams, sent, LATENCY_SAMPLE_STREAMS)
+    readers = await open_readers(
+        HOST, peer.port, peer.stream_path, sc.streams, sent, LATENCY_SAMPLE_STREAMS, headers=peer.read_headers
+    )
     try:
         await asyncio.sleep(SETTLE)
         opened = tree_usage(peer.pid)
@@ -77,7 +79,15 @@ async def _fanout(peer: Peer, sc: Scenario, redis_pid: int | None) -> dict[str, 
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         await publish_paced(
-            HOST, peer.port, peer.publish_path, peer.body_for, sc.rate, sc.duration, sent, sc.connections
+            HOST,
+            peer.port,
+            peer.publish_path,
+            peer.body_for,
+            sc.rate,
+            sc.duration,
+            sent,
+            sc.connections,
+            headers=peer.write_headers,
         )
         expected = sent.ok * sc.streams
         deadline = loop.time() + DRAIN_TIMEOUT
@@ -122,7 +132,9 @@ async def _fanout(peer: Peer, sc: Scenario, redis_pid: int | None) -> dict[str, 
 async def _idle(peer: Peer, sc: Scenario) -> dict[str, Any]:
     sent = Sent()
     before = tree_usage(peer.pid)
-    readers = await open_readers(HOST, peer.port, peer.stream_path, sc.streams, sent, 0, within=120)
+    readers = await open_readers(
+        HOST, peer.port, peer.stream_path, sc.streams, sent, 0, within=120, headers=peer.read_headers
+    )
     try:
         await asyncio.sleep(SETTLE * 2)
         opened = tree_usage(peer.pid)
@@ -151,7 +163,15 @@ async def _ingest(peer: Peer, sc: Scenario, redis_pid: int | None) -> dict[str, 
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     await publish_closed_loop(
-        HOST, peer.port, peer.publish_path, peer.body_for, sc.batch, sc.duration, sent, sc.connections
+        HOST,
+        peer.port,
+        peer.publish_path,
+        peer.body_for,
+        sc.batch,
+        sc.duration,
+        sent,
+        sc.connections,
+        headers=peer.write_headers,
     )
     elapsed = loop.time() - t0
     cpu = tree_usage(peer.pid).cpu_seconds - start.cpu_seconds

@@ -228,3 +228,19 @@ def test_real_server_raw_clients(server: AppServer, sync_client: sync_redis.Redi
     latest = orjson.loads(sync_client.hget(f"{key_prefix}latest", "pump-1/t") or b"{}")
     assert latest["value"] == 2.5
     assert sync_client.zcard(f"{key_prefix}history:pump-1/t") == 2, "the abandoned body stored nothing"
+
+
+async def test_both_doors_count_against_one_window(make_settings: Callable[..., Settings]) -> None:
+    """JSON (the fast path: token lookup and count in one round trip) and forms (Quart) share the limit."""
+    application = create_app(secure_settings(make_settings, write_rate_limit=3, write_rate_window=30))
+    async with application.test_app():
+        client = application.test_client()
+        device = bearer(await make_token(client, "device", devices=["pump-1"]))
+        form = {"device": "pump-1", "metric": "t", "value": "2"}
+        assert (await client.post("/api/metrics", json=ok, headers=device)).status_code == 202
+        assert (await client.post("/api/metrics", form=form, headers=device)).status_code == 202
+        # A server that lost its script cache (a restart): the count still happens, once.
+        application.extensions["livedash_guard"].rate.script.sha = "0" * 40
+        assert (await client.post("/api/metrics", json=ok, headers=device)).status_code == 202
+        assert (await client.post("/api/metrics", form=form, headers=device)).status_code == 429
+        assert (await client.post("/api/metrics", json=ok, headers=device)).status_code == 429
