@@ -13,7 +13,7 @@ from pathlib import Path
 
 from quart import Quart
 
-from . import auth, errors, fast_ingest, logs, security_headers, telemetry
+from . import auth, errors, fast_ingest, gc_tuning, logs, security_headers, telemetry
 from . import engine as engine_module
 from .demo import run_simulator
 from .fragments import HtmlFragments, install_filters
@@ -100,5 +100,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         if settings.mqtt_url:
             # Every process runs it; only the holder of a Redis lease connects.
             app.add_background_task(run_bridge, eng, settings.mqtt_url, settings.mqtt_topic, settings.mqtt_qos)
+        # Last of the start-up: what exists now lives as long as the process.
+        gc_tuning.tune(settings.gc_threshold, settings.gc_freeze)
 
     return app

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     # --- operations and integrations (app/logs.py, app/telemetry.py, ...) ------
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # The cyclic garbage collector (app/gc_tuning.py): thresholds and freezing start-up objects.
+    gc_threshold: tuple[int, int, int] = (7_000, 10, 10)
+    gc_freeze: bool = True
     # prometheus-client's own variable: set, /metrics adds up every worker
     # (multiprocess mode); `livedash run` sets it for its workers.
     prometheus_multiproc_dir: Path | None = Field(

@@ -11,6 +11,7 @@ when it ends: nothing else in the database is touched, never a FLUSHDB.
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -79,6 +80,10 @@ def _settings(redis_url: str, key_prefix: str, **overrides: object) -> Settings:
         "demo": False,
         # Most tests are about something else; tests/test_security*.py turn auth on.
         "auth": "off",
+        # In-process apps share the pytest process: leave its collector as it is
+        # (tests/test_observability.py checks the tuning in a real server).
+        "gc_freeze": False,
+        "gc_threshold": gc.get_threshold(),
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

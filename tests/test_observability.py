@@ -93,6 +93,20 @@ async def test_stream_lifecycle_lines_in_json(start_server: Callable[..., AppSer
     assert any(line["route"] == "/api/stream" and line["request_id"] == "tail-1" for line in access)
 
 
+async def test_a_server_tunes_its_garbage_collector(start_server: Callable[..., AppServer]) -> None:
+    server = start_server(LIVEDASH_LOG_FORMAT="json", LIVEDASH_GC_THRESHOLD="[5000,10,10]")
+    assert server.log_path is not None
+
+    def tuned() -> list[dict[str, object]]:
+        return [line for line in json_lines(server.log_path) if line.get("msg") == "gc tuned"]  # type: ignore[arg-type]
+
+    wait_until(lambda: len(tuned()) == 1, timeout=10, what="the gc line")
+    line = tuned()[0]
+    assert line["threshold"] == [5000, 10, 10]
+    frozen = line["frozen"]
+    assert isinstance(frozen, int) and frozen > 10_000, "the start-up objects (modules, schemas) are frozen"
+
+
 def metric_value(text: str, name: str) -> float | None:
     for line in text.splitlines():
         if line.startswith(name + " "):
