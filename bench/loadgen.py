@@ -129,8 +129,15 @@ async def open_readers(
                 await asyncio.sleep(0.2 * (attempt + 1))
             raise RuntimeError(f"stream {i} did not open with 200: {reader.first[-120:]!r}")
 
-    async with asyncio.timeout(within):
-        await asyncio.gather(*(one(i) for i in range(count)))
+    try:
+        async with asyncio.timeout(within):
+            await asyncio.gather(*(one(i) for i in range(count)))
+    except BaseException:
+        # The scenario fails, but the streams that did open must not linger
+        # in the server (they would tax every scenario after this one).
+        for reader in readers:
+            reader.close()
+        raise
     return readers
 
 

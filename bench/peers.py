@@ -171,14 +171,16 @@ def start_livedash(
 def start_livedash_auth(workdir: Path, redis_url: str, workers: int, extra_env: dict[str, str] | None = None) -> Peer:
     """livedash with authentication on, as in production: streams with a viewer
     token, readings with a device token (a Redis lookup and a rate-limit step
-    per POST). The write limit is raised out of the way: the bench measures
-    what the checks cost, not the limiter refusing."""
+    per POST). The write and stream-per-token limits are raised out of the
+    way: the bench measures what the checks cost, not the limits refusing."""
     admin = secrets.token_urlsafe(24)
     env = {
         "LIVEDASH_AUTH": "on",
         "SECRET_KEY": secrets.token_urlsafe(32),
         "LIVEDASH_ADMIN_TOKEN": admin,
         "LIVEDASH_WRITE_RATE_LIMIT": "1000000000",
+        # One viewer token opens every stream of a scenario.
+        "LIVEDASH_STREAMS_PER_TOKEN": "20000",
     } | (extra_env or {})
     bootstrap = b"Authorization: Bearer %s\r\n" % admin.encode()
     peer = Peer("livedash-auth", workers, "/api/stream", "/api/metrics", port=free_port(), read_headers=bootstrap)
