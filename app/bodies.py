@@ -20,17 +20,25 @@ MAX_TOPIC_LENGTH = 200
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
+def is_json(mimetype: str) -> bool:
+    return mimetype == "application/json" or mimetype.endswith("+json")
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """A JSON request body, or a 400 saying what is wrong with it."""
+    if not raw:
+        raise BadRequest("empty body: expected JSON")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}", code="malformed_json") from None
+
+
 async def json_or_form() -> tuple[Any, bool]:
     """The body as parsed JSON, or as a flat dict from a form. Second item: was it a form."""
     mimetype = request.mimetype
-    if mimetype == "application/json" or mimetype.endswith("+json"):
-        raw = await request.get_data(as_text=False)
-        if not raw:
-            raise BadRequest("empty body: expected JSON")
-        try:
-            return orjson.loads(raw), False
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest(f"malformed JSON: {exc}", code="malformed_json") from None
+    if is_json(mimetype):
+        return parse_json(await request.get_data(as_text=False)), False
     if mimetype in FORM_TYPES:
         form = await request.form
         return {key: form.get(key) for key in form}, True

@@ -5,6 +5,7 @@
     ├── Unauthorized          401 unauthorized     (no credential, or a bad one)
     ├── Forbidden             403 forbidden        (a role, scope or CSRF check said no)
     ├── NotFound              404 not_found
+    ├── RequestTimeout        408 request_timeout  (the body did not arrive in time)
     ├── Conflict              409 conflict         (a version check failed)
     ├── PayloadTooLarge       413 too_large
     ├── UnsupportedMediaType  415 unsupported_media_type
@@ -68,6 +69,10 @@ class NotFound(ApiError):
     status, code = 404, "not_found"
 
 
+class RequestTimeout(ApiError):
+    status, code = 408, "request_timeout"
+
+
 class Conflict(ApiError):
     status, code = 409, "conflict"
 
@@ -98,6 +103,7 @@ _HTTP_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "too_large",
     415: "unsupported_media_type",
     429: "rate_limited",

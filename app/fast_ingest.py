@@ -34,8 +34,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .auth import bearer_writer
+from .bodies import is_json, parse_json
 from .engine import engine_of
-from .errors import ApiError, BadRequest, body_too_large, storage_unavailable
+from .errors import ApiError, RequestTimeout, body_too_large, storage_unavailable
 from .errors import json_body as error_json
 from .logs import REQUEST_ID_HEADER, new_request_id, record_request, request_id_var
 from .routes.metrics import accept_readings
@@ -52,13 +53,8 @@ _JSON = (b"content-type", b"application/json")
 ASGIApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
 
 
-class RequestTimeout(ApiError):
-    status, code = 408, "request_timeout"
-
-
 def _is_json(content_type: bytes) -> bool:
-    mimetype = content_type.split(b";", 1)[0].strip().lower()
-    return mimetype == b"application/json" or mimetype.endswith(b"+json")
+    return is_json(content_type.split(b";", 1)[0].strip().lower().decode("latin-1"))
 
 
 class FastIngest:
@@ -100,12 +96,8 @@ class FastIngest:
             if identity is None:
                 return None
             eng = engine_of(self.app)
-            body = await self._body(headers, receive, eng.settings.max_body_bytes)
-            try:
-                parsed = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                raise BadRequest(f"malformed JSON: {exc}", code="malformed_json") from None
-            answer = await accept_readings(eng, parsed, identity)
+            body = parse_json(await self._body(headers, receive, eng.settings.max_body_bytes))
+            answer = await accept_readings(eng, body, identity)
         except ApiError as exc:
             error = exc
         except (RedisConnectionError, RedisTimeoutError) as exc:
@@ -141,10 +133,7 @@ class FastIngest:
                         break
         except TimeoutError:
             raise RequestTimeout("the request body did not arrive in time") from None
-        body = b"".join(chunks)
-        if not body:
-            raise BadRequest("empty body: expected JSON")
-        return body
+        return b"".join(chunks)
 
 
 class _ClientGone(Exception):
