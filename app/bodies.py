@@ -12,7 +12,7 @@ import orjson
 from quart import request
 
 from .errors import BadRequest, UnsupportedMediaType
-from .events import TopicFilter
+from .events import MAX_STARS_PER_PATTERN, TopicFilter
 
 MAX_TOPIC_PATTERNS = 64
 MAX_TOPIC_LENGTH = 200
@@ -52,6 +52,10 @@ def topic_filter(value: str | None) -> TopicFilter:
     for pattern in patterns:
         if len(pattern) > MAX_TOPIC_LENGTH or any(ch in pattern for ch in "\r\n\0"):
             raise BadRequest(f"bad topic pattern {pattern[:40]!r}", code="bad_topics")
+        if pattern.count("*") > MAX_STARS_PER_PATTERN:
+            raise BadRequest(
+                f"topic pattern {pattern[:40]!r} has more than {MAX_STARS_PER_PATTERN} '*' wildcards", code="bad_topics"
+            )
     return TopicFilter(patterns)
 
 

@@ -41,7 +41,11 @@ class Op:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-TOPICS = Param("topics", description="comma list of topic patterns, `*` wildcards (device/pump-*); default all")
+TOPICS = Param(
+    "topics",
+    description="comma list of topic patterns, `*` wildcards (device/pump-*); default all. "
+    "At most 64 patterns of 200 characters, each with at most 8 `*`.",
+)
 DEVICE = Param("device", description="a device slug")
 METRIC = Param("metric", description="a metric slug")
 IF_MATCH = Param("If-Match", "header", 'the version you edited, as its ETag ("3"); or send version in the body')
