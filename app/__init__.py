@@ -13,21 +13,26 @@ from pathlib import Path
 
 from quart import Quart
 
-from . import auth, errors, fast_ingest, gc_tuning, logs, security_headers, telemetry
-from . import engine as engine_module
-from .demo import run_simulator
-from .fragments import HtmlFragments, install_filters
-from .lifecycle import hypercorn_shutdown_event, watch_shutdown
-from .mqtt_bridge import run_bridge
-from .presence import run_sweeper
-from .routes import alerts, dashboard, events, health, metrics, presence, prometheus, series_page, stream
-from .routes import annotations as annotation_routes  # `annotations` is the __future__ feature
-from .routes import auth as auth_routes
-from .routes import docs as docs_routes
-from .routes import tokens as token_routes
-from .routes import write as write_routes
-from .settings import Settings
-from .sse import json_frame
+from app import errors
+from app import lifespan as engine_module
+from app.auth import guard as auth
+from app.events.fragments import HtmlFragments, install_filters
+from app.events.sse import json_frame
+from app.ingest import fast_path as fast_ingest
+from app.ingest.demo import run_simulator
+from app.ingest.mqtt import run_bridge
+from app.ops import gc_tuning, logs, telemetry
+from app.ops.shutdown import hypercorn_shutdown_event, watch_shutdown
+from app.presence import run_sweeper
+from app.settings import Settings
+from app.web import security_headers
+from app.web.routes import alerts, dashboard, events, health, presence, prometheus, series_page, stream
+from app.web.routes import annotations as annotation_routes
+from app.web.routes import docs as docs_routes
+from app.web.routes import login as auth_routes
+from app.web.routes import readings as metrics
+from app.web.routes import tokens as token_routes
+from app.web.routes import write as write_routes
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("livedash")

@@ -38,11 +38,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, V
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from . import scripts
-from .errors import Unprocessable
-from .events import ZERO_ID
-from .keys import Keys
-from .readings import validation_detail
+from app.errors import Unprocessable
+from app.events.event import ZERO_ID
+from app.ingest.readings import validation_detail
+from app.storage import lua as scripts
+from app.storage.keyspace import Keys
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from typing import Any, cast
 import orjson
 from redis.asyncio import Redis
 
-from . import scripts
-from .events import ZERO_ID
-from .group_commit import GroupCommit
-from .keys import Keys, device_topic
-from .readings import Reading
+from app.events.event import ZERO_ID
+from app.ingest.readings import Reading
+from app.storage import lua as scripts
+from app.storage.group_commit import GroupCommit
+from app.storage.keyspace import Keys, device_topic
 
 # Readings per script run when several POSTs are grouped (one big batch alone may exceed it).
 GROUP_MAX_READINGS = 5_000

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from app.embedded import EmbeddedServer
+from app.storage.embedded import EmbeddedServer
 
 from . import scenarios as sc_mod
 from .peers import Peer, Unavailable, start_livedash, start_livedash_auth, start_naive, start_nchan

@@ -30,7 +30,7 @@ from typing import IO
 
 import httpx
 
-from app.embedded import EmbeddedServer
+from app.storage.embedded import EmbeddedServer
 
 ROOT = Path(__file__).resolve().parent.parent
 

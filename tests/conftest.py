@@ -22,8 +22,8 @@ import redis as sync_redis
 from quart import Quart
 
 from app import create_app
-from app.embedded import EmbeddedServer
 from app.settings import Settings
+from app.storage.embedded import EmbeddedServer
 
 from .servers import AppServer
 from .types import QuartClient

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.tail import describe, parse_sse
+from app.cli.tail import describe, parse_sse
 
 from .servers import ROOT, AppServer
 from .waiting import wait_until

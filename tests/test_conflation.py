@@ -14,10 +14,11 @@ from typing import Any
 import orjson
 import pytest
 
-from app.conflation import Skip, conflate
-from app.events import Event, TopicFilter
-from app.fanout import Broker, QueueItem, Subscription
-from app.pacing import Pacer
+from app.events.conflation import Skip, conflate
+from app.events.event import Event
+from app.events.hub import Broker, QueueItem, Subscription
+from app.events.pacing import Pacer
+from app.events.topics import TopicFilter
 
 EVERYTHING = TopicFilter.parse(None)
 

@@ -17,7 +17,7 @@ import redis as sync_redis
 from quart import Quart
 
 from app import create_app
-from app.fast_ingest import FastIngest
+from app.ingest.fast_path import FastIngest
 from app.settings import Settings
 
 from .servers import AppServer

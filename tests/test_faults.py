@@ -18,7 +18,7 @@ import httpx
 import pytest
 import redis as sync_redis
 
-from app.embedded import EmbeddedServer
+from app.storage.embedded import EmbeddedServer
 
 from .servers import AppServer
 from .sse_client import open_stream, payload

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from app.group_commit import GroupCommit
+from app.storage.group_commit import GroupCommit
 
 
 class Recorder:

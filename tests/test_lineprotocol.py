@@ -10,7 +10,8 @@ import pytest
 import redis as sync_redis
 from quart import Quart
 
-from app import create_app, lineprotocol
+from app import create_app
+from app.ingest import lineprotocol
 from app.settings import Settings
 
 from .types import QuartClient

@@ -12,8 +12,8 @@ import aiomqtt
 import httpx
 import pytest
 
-from app.mqtt_bridge import BadMessage, BrokerAddress, TopicTemplate, to_reading
-from app.telemetry import prepare_multiproc_dir
+from app.ingest.mqtt import BadMessage, BrokerAddress, TopicTemplate, to_reading
+from app.ops.telemetry import prepare_multiproc_dir
 
 from .servers import AppServer
 from .waiting import async_wait_until

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.logs import JsonFormatter, RequestIdFilter, new_request_id
-from app.telemetry import prepare_multiproc_dir
+from app.ops.logs import JsonFormatter, RequestIdFilter, new_request_id
+from app.ops.telemetry import prepare_multiproc_dir
 
 from .servers import AppServer
 from .sse_client import open_stream

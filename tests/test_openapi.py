@@ -7,7 +7,7 @@ import re
 from openapi_spec_validator import validate
 from quart import Quart
 
-from app import openapi, openapi_routes
+from app.web import openapi, openapi_routes
 
 from .types import QuartClient
 

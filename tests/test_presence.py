@@ -21,10 +21,10 @@ from quart import Quart
 from redis.asyncio import Redis
 
 from app import create_app
-from app.engine import engine_of
-from app.keys import Keys
+from app.lifespan import engine_of
 from app.presence import Heartbeat, PresenceStore, tab_id
 from app.settings import Settings
+from app.storage.keyspace import Keys
 
 from .servers import AppServer
 from .sse_client import open_stream, payload

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 from redis.exceptions import DataError
 
-from app.redis_clients import HiredisPacking, command_client, reader_client
+from app.storage.clients import HiredisPacking, command_client, reader_client
 
 arguments = st.one_of(
     st.binary(max_size=300),

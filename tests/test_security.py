@@ -16,7 +16,7 @@ from markupsafe import escape
 from quart import Quart
 
 from app import create_app
-from app.access import ACCESS
+from app.auth.access import ACCESS
 from app.settings import Settings
 
 from .types import QuartClient

@@ -23,7 +23,7 @@ import httpx
 import psutil
 import pytest
 
-from app.embedded import EmbeddedServer
+from app.storage.embedded import EmbeddedServer
 
 from .servers import ROOT, AppServer, free_port
 from .sse_client import Stream, open_stream, payload

@@ -15,8 +15,8 @@ from httpx_sse._models import ServerSentEvent
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.events import Event
-from app.sse import control_frame, frame, json_frame, ping_frame
+from app.events.event import Event
+from app.events.sse import control_frame, frame, json_frame, ping_frame
 
 LINE_BREAK = re.compile(r"\r\n|\r|\n")
 

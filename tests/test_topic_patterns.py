@@ -19,7 +19,7 @@ import httpx
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.events import MAX_STARS_PER_PATTERN, TopicFilter, glob_match, glob_parts
+from app.events.topics import MAX_STARS_PER_PATTERN, TopicFilter, glob_match, glob_parts
 
 from .servers import AppServer
 from .types import QuartClient

@@ -1,0 +1,344 @@
+"""Every door checks: one ``before_request`` layer for authentication and roles.
+
+For each request, in order:
+
+1. find the caller: ``Authorization: Bearer <token>`` (API clients, curl;
+   ``LIVEDASH_ADMIN_TOKEN`` is compared in constant time), else the signed
+   session cookie a browser got from ``/login``. A bad Bearer token is 401
+   even when a cookie is present: a client that sends one means it.
+2. allow or refuse by the route's roles (``app/access.py``): no credential is
+   401 (a page redirects to ``/login`` instead), a wrong role is 403.
+3. on a cookie-authenticated write, require the session's CSRF token in
+   ``X-CSRF-Token`` (htmx and the page's fetches send it; Bearer clients need
+   none: a browser never attaches a Bearer header by itself).
+4. count the write against the token's rate limit (``app/ratelimit.py``).
+
+Routes then narrow what they answer with ``visible_topics``, ``require_room``
+and ``require_devices``. With ``LIVEDASH_AUTH=off`` every caller is an
+anonymous admin and none of this runs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Iterable
+from urllib.parse import quote
+
+from quart import Quart, Response, current_app, g, request
+from redis.asyncio import Redis
+
+from app.auth.access import ANONYMOUS, CSRF_EXEMPT, RATE_EXEMPT, Identity, ScopedTopics, allowed_roles
+from app.auth.audit import AuditLog
+from app.auth.ratelimit import Counted, WriteRateLimit
+from app.auth.revocation import run_rechecks
+from app.auth.sessions import COOKIE_NAME, SessionRecord, SessionStore
+from app.auth.tokens import Role, TokenRecord, TokenStore, hash_token
+from app.errors import Forbidden, TooManyRequests, Unauthorized, wants_json
+from app.events.topics import TopicFilter
+from app.lifespan import engine, engine_of
+from app.settings import Settings
+from app.storage.keyspace import Keys
+from app.web.bodies import topic_filter
+
+log = logging.getLogger("livedash.auth")
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_HEADER = "X-CSRF-Token"
+BOOTSTRAP = "bootstrap"
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="livedash"'}
+
+
+class Guard:
+    """This process's view of credentials: tokens, sessions, rate limit, audit."""
+
+    def __init__(self, settings: Settings, redis: Redis, keys: Keys) -> None:
+        self.settings = settings
+        self.tokens = TokenStore(redis, keys)
+        # Without a secret key (auth off) there are no sessions to sign.
+        self.sessions = SessionStore(redis, keys, settings.secret_key or "", settings.session_ttl)
+        self.rate = WriteRateLimit(redis, keys, settings.write_rate_limit, settings.write_rate_window)
+        self.audit = AuditLog(redis, keys, settings.audit_maxlen)
+        self._bootstrap = hash_token(settings.admin_token) if settings.admin_token else None
+
+    def is_bootstrap(self, token: str) -> bool:
+        # Compare digests: constant time, and the length of the secret does not show.
+        return self._bootstrap is not None and hmac.compare_digest(hash_token(token), self._bootstrap)
+
+    def bootstrap_identity(self, session: SessionRecord | None = None) -> Identity:
+        return Identity(
+            role=Role.ADMIN,
+            token_id=BOOTSTRAP,
+            name="LIVEDASH_ADMIN_TOKEN",
+            token_hash=BOOTSTRAP,
+            expires_at=session.expires_at if session else None,
+            session_id=session.id if session else None,
+            csrf=session.csrf if session else None,
+        )
+
+    @staticmethod
+    def identity_of(record: TokenRecord, token_hash: str, session: SessionRecord | None = None) -> Identity:
+        expires = [t for t in (record.expires_at, session.expires_at if session else None) if t is not None]
+        return Identity(
+            role=record.role,
+            token_id=record.id,
+            name=record.name,
+            token_hash=token_hash,
+            scope=TopicFilter(record.scope) if record.scope else None,
+            devices=frozenset(record.devices) if record.devices is not None else None,
+            expires_at=min(expires) if expires else None,
+            session_id=session.id if session else None,
+            csrf=session.csrf if session else None,
+        )
+
+    async def from_token(self, token: str) -> Identity | None:
+        if self.is_bootstrap(token):
+            return self.bootstrap_identity()
+        digest = hash_token(token)
+        record = await self.tokens.by_hash(digest)
+        return None if record is None else self.identity_of(record, digest)
+
+    async def writer_from_token(self, token: str) -> tuple[Identity | None, Counted]:
+        """``from_token`` and one write counted against the token's rate, in one round trip."""
+        if self.is_bootstrap(token):
+            return self.bootstrap_identity(), await self.rate.count(BOOTSTRAP)
+        digest = hash_token(token)
+        raw, counted = await self.rate.get_and_count(self.tokens.keys.token(digest), digest)
+        record = self.tokens.record_from(raw)
+        return (None if record is None else self.identity_of(record, digest)), counted
+
+    async def from_session(self, session: SessionRecord) -> Identity | None:
+        if session.token_hash == BOOTSTRAP:
+            return self.bootstrap_identity(session) if self._bootstrap else None
+        record = await self.tokens.by_hash(session.token_hash)
+        return None if record is None else self.identity_of(record, session.token_hash, session)
+
+    async def identify(self) -> Identity | None:
+        header = request.headers.get("Authorization", "")
+        if header:
+            scheme, _, token = header.partition(" ")
+            # "Token" too: what Telegraf's InfluxDB output sends to /api/write.
+            if scheme.lower() not in ("bearer", "token") or not token.strip():
+                raise Unauthorized("use 'Authorization: Bearer <token>'", code="bad_credentials", headers=CHALLENGE)
+            identity = await self.from_token(token.strip())
+            if identity is None:
+                raise Unauthorized("unknown, revoked or expired token", code="bad_credentials", headers=CHALLENGE)
+            return identity
+        cookie = request.cookies.get(COOKIE_NAME)
+        if cookie and self.settings.secret_key:
+            session_id = self.sessions.session_id(cookie)
+            session = await self.sessions.get(session_id) if session_id else None
+            if session is not None:
+                return await self.from_session(session)
+        return None
+
+
+def guard() -> Guard:
+    return current_app.extensions["livedash_guard"]  # type: ignore[no-any-return]
+
+
+def current_identity() -> Identity:
+    """Who is calling (an anonymous admin when auth is off)."""
+    identity = g.get("identity")
+    return identity if isinstance(identity, Identity) else ANONYMOUS
+
+
+def _is_page() -> bool:
+    return request.method == "GET" and not request.path.startswith(("/api/", "/fragments/")) and not wants_json()
+
+
+def see_other(location: str) -> Response:
+    """A 303 redirect (quart's ``redirect`` is typed as Werkzeug's response)."""
+    return Response("", status=303, headers={"Location": location})
+
+
+def safe_next(path: str) -> str:
+    """Only a local path: never an open redirect to another site."""
+    if path.startswith("/") and not path.startswith("//") and "\\" not in path:
+        return path
+    return "/"
+
+
+async def check_request() -> Response | None:
+    settings: Settings = current_app.config["LIVEDASH_SETTINGS"]
+    if not settings.auth_on:
+        g.identity = ANONYMOUS
+        return None
+    if request.routing_exception is not None:
+        return None  # 404 / 405: the error handler answers, and serves nothing
+    roles = allowed_roles(request.endpoint)
+    grd = guard()
+    try:
+        identity = await grd.identify()
+    except Unauthorized:
+        await grd.audit.record("denied", "(bad token)", method=request.method, path=request.path, status=401)
+        raise
+    if roles is None:
+        g.identity = identity
+        return None
+    if identity is None:
+        if _is_page():
+            return see_other("/login?next=" + quote(safe_next(request.full_path.rstrip("?")), safe="/"))
+        await grd.audit.record("denied", "(anonymous)", method=request.method, path=request.path, status=401)
+        raise Unauthorized("authentication required: send 'Authorization: Bearer <token>'", headers=CHALLENGE)
+    if identity.role not in roles:
+        await grd.audit.record("denied", identity.who, method=request.method, path=request.path, status=403)
+        needed = " or ".join(sorted(roles))
+        raise Forbidden(f"this needs the role {needed}; this credential is {identity.role}", code="wrong_role")
+    if request.method not in SAFE_METHODS:
+        if identity.via_cookie and request.endpoint not in CSRF_EXEMPT:
+            sent = request.headers.get(CSRF_HEADER, "")
+            if not (identity.csrf and sent and hmac.compare_digest(sent.encode(), identity.csrf.encode())):
+                await grd.audit.record("denied", identity.who, method=request.method, path=request.path, reason="csrf")
+                raise Forbidden(f"missing or wrong {CSRF_HEADER} header", code="csrf")
+        if request.endpoint not in RATE_EXEMPT:
+            try:
+                await grd.rate.hit(identity.token_hash)
+            except TooManyRequests:
+                await grd.audit.record("rate-limited", identity.who, method=request.method, path=request.path)
+                raise
+    g.identity = identity
+    return None
+
+
+# Writes not audited one by one: logging in (audited as such), presence
+# heartbeats, and readings. Sensors post thousands of readings a second; an
+# entry each would push every token change, denial and rate-limit entry out
+# of the bounded audit log within seconds. Readings are counted instead
+# (``livedash_readings_accepted_total``); a refused one is still audited.
+NOT_AUDITED = frozenset({"auth.login", "presence.heartbeat", "presence.leave", "metrics.ingest", "write.write"})
+
+
+async def audit_write(response: Response) -> Response:
+    """Every accepted write to documents, rules and tokens: who and what (never its body: it may be large)."""
+    identity = g.get("identity")
+    if (
+        request.method not in SAFE_METHODS
+        and isinstance(identity, Identity)
+        and identity is not ANONYMOUS
+        and response.status_code < 400
+        and request.endpoint not in NOT_AUDITED
+    ):
+        await guard().audit.record(
+            "write", identity.who, method=request.method, path=request.path, status=response.status_code
+        )
+    return response
+
+
+async def bearer_writer(app: Quart, authorization: str, endpoint: str, path: str) -> Identity | None:
+    """For a write answered outside Quart (``fast_ingest``): the caller, when a Bearer token settles it.
+
+    ``None`` means not settled here: no Bearer header (a cookie, or nobody),
+    a bad token or a wrong role. The request then goes through Quart, where
+    ``check_request`` answers it (401, 403, CSRF, the audit entry) as for
+    every other route. The write is counted against the token's rate limit
+    in the same round trip as the token lookup (so only for endpoints that are
+    rate-limited), and refused past it, exactly as ``check_request`` would.
+    """
+    settings: Settings = app.config["LIVEDASH_SETTINGS"]
+    if not settings.auth_on:
+        return ANONYMOUS
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() not in ("bearer", "token") or not token.strip():
+        return None
+    grd: Guard = app.extensions["livedash_guard"]
+    identity, counted = await grd.writer_from_token(token.strip())
+    roles = allowed_roles(endpoint)
+    if identity is None or roles is None or identity.role not in roles:
+        return None
+    try:
+        grd.rate.check(counted)
+    except TooManyRequests:
+        await grd.audit.record("rate-limited", identity.who, method="POST", path=path)
+        raise
+    return identity
+
+
+# --- what routes ask ---------------------------------------------------------
+def visible_topics(raw: str | None, *, stream: bool = False) -> TopicFilter:
+    """The requested topic filter narrowed to the caller's scope.
+
+    For a stream it also enforces the per-token stream limit (this process):
+    the open streams are the broker's subscriptions that carry the same token.
+    """
+    requested = topic_filter(raw)
+    identity = current_identity()
+    if identity is ANONYMOUS:
+        return requested
+    if stream:
+        limit = current_app.config["LIVEDASH_SETTINGS"].streams_per_token
+        open_ = sum(
+            1
+            for sub in tuple(engine().broker.subscriptions)
+            if isinstance(sub.topics, ScopedTopics)
+            and sub.topics.stream
+            and sub.topics.identity.token_id == identity.token_id
+        )
+        if open_ >= limit:
+            raise TooManyRequests(
+                f"this token already has {open_} open streams (the limit is {limit}); close one or poll /api/events",
+                code="too_many_streams",
+                headers={"Retry-After": "5"},
+            )
+    return ScopedTopics(requested, identity, stream=stream)
+
+
+def require_room(room: str) -> None:
+    if not current_identity().sees_room(room):
+        raise Forbidden(f"this credential may not see room {room!r}", code="out_of_scope")
+
+
+def require_devices(devices: Iterable[str], identity: Identity | None = None) -> None:
+    """A device token writes only for its own devices (``identity``: the caller, if not the request's)."""
+    identity = identity or current_identity()
+    denied = sorted({d for d in devices if not identity.may_write_device(d)})
+    if denied:
+        raise Forbidden(f"this token may not write for device(s) {denied[:10]}", code="out_of_scope")
+
+
+def require_device_visible(device: str) -> None:
+    if not current_identity().sees_device(device):
+        raise Forbidden(f"this credential may not see device {device!r}", code="out_of_scope")
+
+
+def csrf_token() -> str:
+    """For templates: the session's CSRF token ("" for Bearer callers and with auth off)."""
+    return current_identity().csrf or ""
+
+
+def init_app(app: Quart, settings: Settings) -> None:
+    if settings.auth_on and not settings.secret_key:
+        # Production (hypercorn via the Procfile) must be configured; `livedash run` sets one itself.
+        raise RuntimeError(
+            "SECRET_KEY is not set. It signs session cookies and is required while authentication is on: "
+            "set SECRET_KEY (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`), "
+            "or LIVEDASH_AUTH=off to run without authentication."
+        )
+    if not settings.auth_on:
+        banner = "!" * 78
+        log.warning(
+            "\n%s\n!! LIVEDASH_AUTH=off: AUTHENTICATION IS DISABLED. Anyone who can reach this port can read\n"
+            "!! every stream and change every annotation, alert rule and reading.\n%s",
+            banner,
+            banner,
+        )
+    app.config["LIVEDASH_SETTINGS"] = settings
+    app.before_request(check_request)
+    app.after_request(audit_write)
+    app.jinja_env.globals["csrf_token"] = csrf_token
+    app.jinja_env.globals["current_identity"] = current_identity
+
+    @app.before_serving
+    async def _guard() -> None:
+        eng = engine_of(app)
+        grd = Guard(settings, eng.redis, eng.keys)
+        app.extensions["livedash_guard"] = grd
+        if settings.auth_on:
+            app.add_background_task(
+                run_rechecks,
+                grd,
+                eng.broker,
+                settings.auth_recheck_interval,
+                settings.session_reauth_before,
+                app.shutdown_event,
+            )

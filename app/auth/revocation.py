@@ -1,0 +1,114 @@
+"""Open streams end when their credential does, within a few seconds.
+
+A stream is authorised when it opens, but it may live for hours. Each
+process therefore re-checks, every ``LIVEDASH_AUTH_RECHECK_INTERVAL``
+seconds, the credentials behind its own open streams and long polls, in two
+pipelined round trips whatever the number of streams (one EXISTS per distinct
+token, one HGET per distinct session). The broker's subscriptions already
+carry them: their topic filter is a ``ScopedTopics`` holding the identity.
+
+- a token revoked or expired (its key is gone): its streams get
+  ``bye {"reason": "revoked"}`` and end; a reconnect then gets 401.
+- a browser session logged out or past its end: the same, reason
+  ``signed-out``.
+- a session ending within ``LIVEDASH_SESSION_REAUTH_BEFORE``: its streams get
+  one ``reauth {"expires_at", "renew"}`` event, so the page can
+  ``POST /api/session/renew`` over plain HTTP; the renewed end is read from
+  Redis at the next check, so a renewal made on any worker counts.
+
+Polling here rather than broadcasting revocations on the event log keeps
+expiry (which nobody announces) and revocation on one path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from redis.exceptions import RedisError
+
+from app.auth.access import ScopedTopics
+from app.events.hub import Broker, Subscription
+from app.events.sse import control_frame
+
+if TYPE_CHECKING:
+    from app.auth.guard import Guard
+
+log = logging.getLogger(__name__)
+
+BOOTSTRAP = "bootstrap"
+# Between the `bye` frame and closing, so the stream gets to write it.
+CLOSE_DELAY = 0.5
+RENEW_PATH = "/api/session/renew"
+
+
+def end_subscriptions(subs: list[Subscription], reason: str) -> None:
+    loop = asyncio.get_running_loop()
+    for sub in subs:
+        if sub.closed:
+            continue
+        if sub.push(control_frame("bye", {"reason": reason})):
+            loop.call_later(CLOSE_DELAY, sub.close, reason)
+        else:
+            sub.close(reason)
+
+
+async def recheck_once(guard: Guard, broker: Broker, reauth_before: float) -> int:
+    """One pass over this process's open streams; returns how many were ended."""
+    groups: dict[tuple[str, str | None], list[Subscription]] = defaultdict(list)
+    for sub in tuple(broker.subscriptions):
+        topics = sub.topics
+        if isinstance(topics, ScopedTopics) and not sub.closed:
+            identity = topics.identity
+            if identity.token_hash and not (identity.token_hash == BOOTSTRAP and identity.session_id is None):
+                groups[(identity.token_hash, identity.session_id)].append(sub)
+    if not groups:
+        return 0
+    live_tokens = await guard.tokens.live_hashes(sorted({h for h, _ in groups if h != BOOTSTRAP}))
+    session_ends = await guard.sessions.expiries(sorted({s for _, s in groups if s is not None}))
+    now = time.time() * 1000
+    ended = 0
+    for (token_hash, session_id), subs in groups.items():
+        if token_hash != BOOTSTRAP and token_hash not in live_tokens:
+            end_subscriptions(subs, "revoked")
+            ended += len(subs)
+            continue
+        if session_id is None:
+            continue
+        expires_at = session_ends.get(session_id)
+        if expires_at is None:
+            end_subscriptions(subs, "signed-out")
+            ended += len(subs)
+            continue
+        if expires_at - now <= reauth_before * 1000:
+            frame = control_frame("reauth", {"expires_at": expires_at, "renew": RENEW_PATH})
+            for sub in subs:
+                topics = sub.topics
+                if isinstance(topics, ScopedTopics) and topics.stream and topics.reauth_sent != expires_at:
+                    topics.reauth_sent = expires_at
+                    sub.push(frame)
+    return ended
+
+
+async def run_rechecks(
+    guard: Guard, broker: Broker, interval: float, reauth_before: float, stop: asyncio.Event
+) -> None:
+    """Re-check until ``stop`` is set (every process runs one)."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+        if stop.is_set():
+            return
+        try:
+            ended = await recheck_once(guard, broker, reauth_before)
+        except (RedisError, OSError) as exc:
+            # Fail open for streams already authorised: Redis being down must
+            # not cut every dashboard; new requests cannot authenticate anyway.
+            log.warning("credential re-check: Redis unavailable (%s); retrying", exc)
+            continue
+        if ended:
+            log.info("ended %d stream(s) whose credential was revoked, expired or signed out", ended)

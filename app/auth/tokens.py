@@ -1,0 +1,190 @@
+"""API tokens: roles, scopes, expiry, stored hashed in Redis.
+
+A token is ``ldt_`` plus 32 random bytes (URL-safe base64). Redis keeps only
+the sha256 of it: the record lives at ``token:<sha256>`` (with the token's
+expiry as the key's own expiry, so an expired token is simply gone) and an
+index maps each token's short public id to that hash, for listing and
+revoking. sha256 is enough because the secret is high-entropy: there is no
+password to brute-force, and a lookup by hash needs no constant-time compare.
+
+Roles: ``viewer`` reads (streams, snapshots, presence); ``editor`` also writes
+annotations; ``admin`` also manages alert rules and tokens; ``device`` only
+ingests readings, optionally only for the devices it names. Any token may
+carry a topic scope (``device/line-2-*``) that narrows what it sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from enum import StrEnum
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from redis.asyncio import Redis
+
+from app.errors import Unprocessable
+from app.ingest.readings import SLUG_PATTERN, validation_detail
+from app.storage.keyspace import Keys
+
+TOKEN_PREFIX = "ldt_"
+TOKEN_ID_PATTERN = r"^[0-9a-f]{12}$"
+# A scope is topic patterns: the characters topics are made of, plus `*`.
+SCOPE_PATTERN = r"^[A-Za-z0-9_.:/*-]{1,200}$"
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"
+    EDITOR = "editor"
+    ADMIN = "admin"
+    DEVICE = "device"
+
+
+Scope = Annotated[str, StringConstraints(pattern=SCOPE_PATTERN)]
+Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+
+
+class TokenCreate(BaseModel):
+    """What an admin asks for (``POST /api/tokens``, ``livedash token create``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Role
+    name: Name = "token"
+    scope: list[Scope] | None = Field(None, max_length=32)
+    devices: list[Slug] | None = Field(None, max_length=1000)
+    # Seconds from now; absent: the token does not expire.
+    expires_in: float | None = Field(None, gt=0, le=10 * 365 * 24 * 3600)
+
+
+class TokenRecord(BaseModel):
+    """What Redis keeps about a token (never the token itself)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    role: Role
+    name: str
+    scope: list[str] | None = None
+    devices: list[str] | None = None
+    created_at: int
+    expires_at: int | None = None
+
+    def public(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def looks_like_token(value: str) -> bool:
+    return 16 <= len(value) <= 256 and re.fullmatch(r"[A-Za-z0-9_.~+/=-]+", value) is not None
+
+
+def parse_create(body: Any) -> TokenCreate:
+    if not isinstance(body, dict):
+        raise Unprocessable("body must be an object")
+    try:
+        return TokenCreate.model_validate(body)
+    except ValidationError as exc:
+        raise Unprocessable(validation_detail(exc)) from None
+
+
+class TokenStore:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    async def create(self, spec: TokenCreate) -> tuple[str, TokenRecord]:
+        """A new token: the plaintext (shown once, to whoever asked) and its record."""
+        plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        now = int(time.time() * 1000)
+        expires_at = now + int(spec.expires_in * 1000) if spec.expires_in else None
+        record = TokenRecord(
+            id=secrets.token_hex(6),
+            role=spec.role,
+            name=spec.name,
+            scope=spec.scope or None,
+            devices=spec.devices if spec.devices is not None else None,
+            created_at=now,
+            expires_at=expires_at,
+        )
+        digest = hash_token(plaintext)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.keys.token(digest), record.model_dump_json(), pxat=expires_at)
+            pipe.hset(self.keys.tokens, record.id, digest)
+            await pipe.execute()
+        return plaintext, record
+
+    async def lookup(self, plaintext: str) -> TokenRecord | None:
+        """The record of a live token, by its plaintext; None if unknown, revoked or expired."""
+        return await self.by_hash(hash_token(plaintext))
+
+    async def by_hash(self, digest: str) -> TokenRecord | None:
+        return self.record_from(await self.redis.get(self.keys.token(digest)))
+
+    @staticmethod
+    def record_from(raw: bytes | str | None) -> TokenRecord | None:
+        """A stored token (the value of ``Keys.token``), or None when absent or expired."""
+        if raw is None:
+            return None
+        record = TokenRecord.model_validate(orjson.loads(raw))
+        if record.expires_at is not None and record.expires_at <= time.time() * 1000:
+            return None  # Redis expires the key; this covers the last few milliseconds
+        return record
+
+    async def live_hashes(self, digests: list[str]) -> set[str]:
+        """Which of these token hashes still name a live token (one round trip)."""
+        if not digests:
+            return set()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for digest in digests:
+                pipe.exists(self.keys.token(digest))
+            found = await pipe.execute()
+        return {d for d, n in zip(digests, found, strict=True) if n}
+
+    async def list(self) -> list[TokenRecord]:
+        index = {_text(k): _text(v) for k, v in (await self.redis.hgetall(self.keys.tokens)).items()}
+        if not index:
+            return []
+        ids = list(index)
+        raws = await self.redis.mget([self.keys.token(index[i]) for i in ids])
+        records, stale = [], []
+        for token_id, raw in zip(ids, raws, strict=True):
+            if raw is None:
+                stale.append(token_id)
+            else:
+                records.append(TokenRecord.model_validate(orjson.loads(raw)))
+        if stale:
+            # Expired tokens vanish on their own; their index entries are swept here.
+            await self.redis.hdel(self.keys.tokens, *stale)
+        return sorted(records, key=lambda r: r.created_at)
+
+    async def count_admins(self) -> int:
+        return sum(1 for r in await self.list() if r.role is Role.ADMIN)
+
+    async def revoke(self, token_id: str) -> TokenRecord | None:
+        """Delete a token; its sessions and open streams end at their next check."""
+        if not re.fullmatch(TOKEN_ID_PATTERN, token_id):
+            return None
+        raw = await self.redis.hget(self.keys.tokens, token_id)
+        if raw is None:
+            return None
+        digest = _text(raw)
+        record = await self.by_hash(digest)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.token(digest))
+            pipe.hdel(self.keys.tokens, token_id)
+            await pipe.execute()
+        return record

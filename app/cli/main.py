@@ -1,0 +1,112 @@
+"""The ``livedash`` console script.
+
+``livedash run`` starts the embedded Redis-protocol server (unless REDIS_URL
+is set), then hypercorn with the app, and stops the server it started when
+hypercorn exits. The demo simulator is on by default here, off in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from hypercorn.config import Config
+from hypercorn.run import run as hypercorn_run
+
+from app.cli.clients import add_client_commands
+from app.cli.first_start import add_token_commands, prepare_run
+from app.ops.telemetry import prepare_multiproc_dir
+from app.settings import Settings
+from app.storage.embedded import EmbeddedServer
+
+log = logging.getLogger("livedash")
+
+GRACEFUL_TIMEOUT = 5.0
+KEEP_ALIVE_TIMEOUT = 20.0
+
+
+def _worker_class() -> str:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    # Children (hypercorn workers) build their own Settings from the
+    # environment, so the command line is passed on through it.
+    os.environ["LIVEDASH_DEMO"] = "1" if args.demo else "0"
+    if args.data_dir:
+        os.environ["LIVEDASH_DATA_DIR"] = args.data_dir
+    settings = Settings()
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    workers = args.workers or settings.web_concurrency
+
+    server: EmbeddedServer | None = None
+    if settings.embedded:
+        server = EmbeddedServer(settings.data_dir)
+        started = server.ensure_running()
+        log.info(
+            "embedded Redis-protocol server %s at %s (data in %s)",
+            "started" if started else "already running",
+            server.url,
+            server.data_dir,
+        )
+        if not started:
+            server = None  # someone else's: leave it running
+    # Auth on by default: a secret key for the workers, and the first admin's login link.
+    security_lines = prepare_run(settings, settings.redis_url or EmbeddedServer(settings.data_dir).url, host, port)
+    # One metrics directory per run, emptied: /metrics then adds up this run's workers (app/telemetry.py).
+    metrics_dir = settings.prometheus_multiproc_dir or settings.data_dir / "prometheus"
+    prepare_multiproc_dir(metrics_dir)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    config = Config()
+    config.application_path = "app:create_app()"
+    config.bind = [f"{host}:{port}"]
+    # Always at least one worker process: hypercorn's parent then handles
+    # signals and workers see its shutdown event (see app/lifecycle.py).
+    config.workers = max(1, workers)
+    config.worker_class = _worker_class()
+    config.graceful_timeout = GRACEFUL_TIMEOUT
+    # As in the Procfile: idle (and half-sent) connections close after this.
+    config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
+    config.accesslog = None
+    print(
+        f"livedash: dashboard on http://{host}:{port}/  (stream: curl -N http://{host}:{port}/api/stream)", flush=True
+    )
+    print("\n".join(security_lines), flush=True)
+    try:
+        return hypercorn_run(config)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="livedash", description="SSE-first live dashboard server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the server (embedded Redis unless REDIS_URL is set)")
+    run.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    run.add_argument("--port", type=int, default=None, help="listen port (default $PORT or 8000)")
+    run.add_argument("--workers", type=int, default=None, help="hypercorn workers (default $WEB_CONCURRENCY or 1)")
+    run.add_argument("--data-dir", default=None, help="where the embedded server keeps its files")
+    run.add_argument(
+        "--demo",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the built-in sensor simulator (default on)",
+    )
+    run.set_defaults(func=cmd_run)
+    add_token_commands(sub)
+    add_client_commands(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

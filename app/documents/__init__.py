@@ -1,0 +1,1 @@
+"""Versioned documents (annotations, alert rules): atomic version checks in Lua."""

@@ -1,0 +1,195 @@
+"""Alert rules and their evaluation on ingest.
+
+A rule is a threshold on one series: ``above`` or ``below`` a value, with an
+optional hysteresis (how far back the value must come before the alert
+resolves) and minimum duration (how long, in reading time, the value must
+stay past the threshold before it fires). Rules are versioned documents with
+the same write rules as annotations (``versioned.py``, ``rule_write.lua``).
+
+Evaluation (``scripts/alert_eval.lua``) runs inside the ingest script, right
+after a batch is stored (``series.py``): the readings, the state of each rule
+and the ``alert`` event of a state change are one atomic step, so two
+processes ingesting the same series agree on every transition and emit each
+exactly once.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
+from redis.asyncio import Redis
+
+from app.documents.versioned import VersionedScript, Written, new_id
+from app.events.event import ZERO_ID
+from app.ingest.readings import Slug
+from app.settings import Settings
+from app.storage.keyspace import Keys
+
+FIELDS = ("name", "device", "metric", "op", "threshold", "hysteresis", "min_duration_ms", "enabled")
+IMMUTABLE = ("device", "metric")  # a different series is a different rule
+CLEARABLE = frozenset({"name"})
+MAX_MIN_DURATION_MS = 7 * 24 * 3600 * 1000
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_not_bool), Field(allow_inf_nan=False)]
+NonNegative = Annotated[float, BeforeValidator(_not_bool), Field(ge=0, allow_inf_nan=False)]
+Duration = Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=MAX_MIN_DURATION_MS)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Op = Literal["above", "below"]
+
+
+class RuleCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Name | None = None
+    device: Slug
+    metric: Slug
+    op: Op
+    threshold: Number
+    hysteresis: NonNegative = 0.0
+    min_duration_ms: Duration = 0
+    enabled: bool = True
+
+
+class RuleUpdate(BaseModel):
+    """A partial update: fields present replace the stored ones, absent ones stay."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Name | None = None
+    device: Slug | None = None  # may be sent (forms re-post it) but must not change
+    metric: Slug | None = None
+    op: Op | None = None
+    threshold: Number | None = None
+    hysteresis: NonNegative | None = None
+    min_duration_ms: Duration | None = None
+    enabled: bool | None = None
+    version: int | None = Field(None, ge=1)
+
+    @field_validator("device", "metric", "op", "threshold", "hysteresis", "min_duration_ms", "enabled")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Defaults are not validated, so this only sees an explicit null.
+        if value is None:
+            raise ValueError("may not be null")
+        return value
+
+
+def rule_form_fields(form: dict[str, str | None], *, update: bool) -> dict[str, Any]:
+    """Forms post strings; an empty field is absent, except ``name`` which an update clears."""
+    out: dict[str, Any] = {}
+    for key, value in form.items():
+        if value is None or value.strip() == "":
+            if update and key in CLEARABLE:
+                out[key] = None
+            continue
+        out[key] = value
+    return out
+
+
+class AlertStore:
+    def __init__(self, redis: Redis, keys: Keys, settings: Settings) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.log_maxlen = settings.event_log_maxlen
+        self.script = VersionedScript(
+            redis,
+            "rule_write",
+            noun="alert_rule",
+            event_type="alert_rule",
+            event_key="rule",
+            fields=FIELDS,
+            log_maxlen=settings.event_log_maxlen,
+            tombstone_ttl_ms=int(settings.tombstone_ttl * 1000),
+            revisions_max=settings.revisions_max,
+        )
+
+    def _keys(self, rule_id: str) -> list[str]:
+        return [
+            self.keys.alert_rule(rule_id),
+            self.keys.alert_rule_revisions(rule_id),
+            self.keys.events,
+            self.keys.alert_rules,
+            self.keys.alert_rules_by_series,
+            self.keys.alert_state,
+        ]
+
+    # --- rules ------------------------------------------------------------------
+
+    async def create(self, data: RuleCreate, actor: str | None = None) -> Written:
+        rule_id = new_id()
+        sets = data.model_dump(exclude_none=True)
+        return await self.script.write("create", rule_id, self._keys(rule_id), sets=sets, actor=actor)
+
+    async def update(self, rule_id: str, patch: RuleUpdate, expected: int | None, actor: str | None = None) -> Written:
+        given = patch.model_dump(exclude_unset=True, exclude={"version", *IMMUTABLE})
+        sets = {k: v for k, v in given.items() if v is not None}
+        clears = [k for k, v in given.items() if v is None and k in CLEARABLE]
+        immutable = {k: getattr(patch, k) for k in IMMUTABLE if getattr(patch, k) is not None}
+        return await self.script.write(
+            "update",
+            rule_id,
+            self._keys(rule_id),
+            expected=expected,
+            sets=sets,
+            immutable=immutable,
+            clears=clears,
+            actor=actor,
+        )
+
+    async def delete(self, rule_id: str, expected: int | None, actor: str | None = None) -> Written:
+        return await self.script.write("delete", rule_id, self._keys(rule_id), expected=expected, actor=actor)
+
+    async def get(self, rule_id: str) -> dict[str, Any] | None:
+        """The rule with its state, its tombstone (``deleted: true``), or None."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(self.keys.alert_rule(rule_id), "json")
+            pipe.hget(self.keys.alert_state, rule_id)
+            raw, state = await pipe.execute()
+        if not raw:
+            return None
+        rule: dict[str, Any] = orjson.loads(raw)
+        if not rule["deleted"]:
+            rule["state"] = _state(state)
+        return rule
+
+    async def revisions(self, rule_id: str) -> list[dict[str, Any]]:
+        return [orjson.loads(r) for r in await self.redis.lrange(self.keys.alert_rule_revisions(rule_id), 0, -1)]
+
+    async def rules(self) -> tuple[list[dict[str, Any]], str]:
+        """Every live rule with its current state, and the event-log cursor of that snapshot."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.keys.alert_rules)
+            pipe.hgetall(self.keys.alert_state)
+            pipe.xrevrange(self.keys.events, count=1)
+            raw, states, newest = await pipe.execute()
+        out = []
+        for rule_id, doc in raw.items():
+            rule = orjson.loads(doc)
+            rule["state"] = _state(states.get(rule_id))
+            out.append(rule)
+        out.sort(key=lambda r: (r["device"], r["metric"], r["created"], r["id"]))
+        return out, _cursor(newest)
+
+    # --- evaluation -------------------------------------------------------------
+
+
+def _state(raw: bytes | None) -> dict[str, Any]:
+    if not raw:
+        return {"state": "ok", "since": None, "pending_since": None, "last_value": None, "last_ts": None}
+    return orjson.loads(raw)  # type: ignore[no-any-return]
+
+
+def _cursor(newest: list[Any]) -> str:
+    if not newest:
+        return ZERO_ID
+    event_id = newest[0][0]
+    return event_id.decode() if isinstance(event_id, bytes) else str(event_id)

@@ -1,0 +1,175 @@
+"""Versioned documents: where the version check lives, seen from Python.
+
+Annotations and alert rules are both documents that several people edit. A
+write that names the version it was based on (``version`` in the body, or
+``If-Match``) is applied only if that is still the stored version, else 409
+with what is stored now; a write that names none is last-write-wins. The
+check and the write are one Lua run (``scripts/versioned.lua``, prepended to
+each document's own script): Python never reads a version and then writes.
+
+This module turns HTTP preconditions into an expected version, encodes the
+fields for the script, and maps the script's answer to a result or an error.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from app.errors import ApiError, BadRequest, Conflict, NotFound, Unprocessable
+from app.ingest.readings import now_ms
+from app.storage import lua as scripts
+
+Mode = Literal["create", "update", "delete"]
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ETAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
+
+
+class Gone(ApiError):
+    """The document was deleted; its tombstone answers instead of a resurrection."""
+
+    status, code = 410, "gone"
+
+
+def new_id() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """``"3"``, ``W/"3"`` or ``3`` -> 3; absent or ``*`` -> None (no precondition)."""
+    if value is None or value.strip() in ("", "*"):
+        return None
+    match = _ETAG.match(value.strip())
+    if match is None:
+        raise BadRequest(
+            'If-Match must be one version, as "<version>" (W/ and bare numbers accepted)', code="bad_if_match"
+        )
+    return int(match.group(1))
+
+
+def expected_version(body_version: int | None, if_match: str | None) -> int | None:
+    """The precondition from the body's ``version`` and/or ``If-Match``; they must agree."""
+    header = parse_if_match(if_match)
+    if body_version is not None and header is not None and body_version != header:
+        raise BadRequest(
+            f"version {body_version} in the body and If-Match {header} disagree", code="conflicting_preconditions"
+        )
+    return body_version if body_version is not None else header
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """An accepted write: the document as stored now and its event's id."""
+
+    doc: dict[str, Any]
+    event_id: str
+
+    @property
+    def version(self) -> int:
+        return int(self.doc["version"])
+
+
+class VersionedScript:
+    """One document type's write script: ``versioned.lua`` + its own side effects."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        script: str,
+        *,
+        noun: str,
+        event_type: str,
+        event_key: str,
+        fields: Sequence[str],
+        log_maxlen: int,
+        tombstone_ttl_ms: int,
+        revisions_max: int,
+    ) -> None:
+        self.script: AsyncScript = scripts.load(redis, "versioned", script)
+        self.noun = noun
+        self.event_type = event_type
+        self.event_key = event_key  # the document's key in the event data
+        self.fields = ",".join(fields)
+        self.log_maxlen = log_maxlen
+        self.tombstone_ttl_ms = tombstone_ttl_ms
+        self.revisions_max = revisions_max
+
+    async def write(
+        self,
+        mode: Mode,
+        doc_id: str,
+        keys: Sequence[str],
+        *,
+        expected: int | None = None,
+        sets: Mapping[str, Any] | None = None,
+        immutable: Mapping[str, Any] | None = None,
+        clears: Sequence[str] = (),
+        actor: str | None = None,
+    ) -> Written:
+        sets = sets or {}
+        immutable = immutable or {}
+        args: list[Any] = [
+            mode,
+            "" if expected is None else expected,
+            now_ms(),
+            orjson.dumps(doc_id),
+            self.log_maxlen,
+            orjson.dumps(actor),
+            self.tombstone_ttl_ms,
+            self.revisions_max,
+            self.fields,
+            self.event_type,
+            self.event_key,
+            len(sets),
+        ]
+        for name, value in sets.items():
+            args += [name, orjson.dumps(value)]
+        args.append(len(immutable))
+        for name, value in immutable.items():
+            args += [name, orjson.dumps(value)]
+        args.append(len(clears))
+        args += list(clears)
+        args.append(doc_id)
+        status, doc, event_id, field = await self.script(keys=list(keys), args=args)
+        status = status.decode()
+        current = orjson.loads(doc) if doc else None
+        if status == "ok":
+            assert current is not None
+            return Written(current, event_id.decode())
+        raise self._error(status, doc_id, current, field.decode())
+
+    def _error(self, status: str, doc_id: str, current: dict[str, Any] | None, field: str) -> ApiError:
+        noun = self.noun.replace("_", " ")
+        if status == "missing":
+            return NotFound(f"no {noun} {doc_id!r}")
+        if status == "gone":
+            return Gone(f"{noun} {doc_id!r} was deleted", body={"current": current})
+        if status == "conflict":
+            assert current is not None
+            return Conflict(
+                f"{noun} {doc_id!r} is at version {current['version']}: your write was based on an older one",
+                body={"current": current},
+                headers={"ETag": etag(int(current["version"]))},
+            )
+        if status == "immutable":
+            return Unprocessable([{"field": field, "error": f"cannot be changed on an existing {noun}"}])
+        return Conflict(f"{noun} {doc_id!r} already exists", code="exists")
+
+
+def check_id(doc_id: str, noun: str) -> str:
+    """Ids are server-made tokens; anything else cannot exist (404, not a 500 or a key injection)."""
+    if not ID_PATTERN.match(doc_id):
+        raise NotFound(f"no {noun} {doc_id[:70]!r}")
+    return doc_id

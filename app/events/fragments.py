@@ -1,0 +1,71 @@
+"""HTML fragments for the htmx flavour of the stream (``format=html``).
+
+Each event type may have a template ``templates/fragments/<type>.html``; the
+fragment is rendered once per event and shared by every htmx subscriber.
+Fragments carry ``hx-swap-oob`` so one listener on the page places them.
+Jinja autoescaping is on: device names, units and tags are escaped.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime
+
+from jinja2 import BaseLoader, Environment, TemplateNotFound, select_autoescape
+
+from app.events.event import Event
+from app.events.sse import frame
+
+log = logging.getLogger(__name__)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9-]")
+
+
+def dom_id(*parts: str) -> str:
+    """A DOM id from slugs, bijective (``.`` -> ``_2e``), safe in a CSS selector."""
+    return "--".join(_UNSAFE.sub(lambda m: f"_{ord(m.group()):02x}", p) for p in parts)
+
+
+def fmt_time(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def fmt_value(value: float) -> str:
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}" if abs(value) >= 1e6 or abs(value) < 1e-3 else f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def install_filters(env: Environment) -> None:
+    env.filters["dom_id"] = lambda parts: dom_id(*parts)
+    env.filters["fmt_time"] = fmt_time
+    env.filters["fmt_value"] = fmt_value
+
+
+class HtmlFragments:
+    """Renders fragments synchronously, once per event, from the app's templates.
+
+    Quart's own environment is async-only; the broker encodes inside the
+    stream generator, so this keeps a plain (sync) environment on the same
+    loader, with autoescaping on.
+    """
+
+    def __init__(self, loader: BaseLoader | None) -> None:
+        self.env = Environment(loader=loader, autoescape=select_autoescape(default=True), auto_reload=False)
+        install_filters(self.env)
+
+    def render(self, ev: Event) -> str:
+        try:
+            template = self.env.get_template(f"fragments/{ev.type}.html")
+        except TemplateNotFound:
+            return ""
+        try:
+            return template.render(event=ev, data=ev.data())
+        except Exception:
+            # One bad event must not end every htmx stream: send it without a fragment.
+            log.exception("could not render the %s fragment of event %s", ev.type, ev.id)
+            return ""
+
+    def frame(self, ev: Event) -> bytes:
+        return frame(self.render(ev), event=ev.type, event_id=ev.id)

@@ -1,0 +1,382 @@
+"""Fan-out: one Redis reader per process, many streams.
+
+``Broker`` owns the only task in this process that reads the event log
+(``XREAD BLOCK`` on a connection of its own) and hands each event to the
+subscriptions whose topic filter matches. A subscription is a bounded queue
+plus a wake-up flag; its stream drains everything pending in one go and writes
+it as one chunk. An event's bytes are built once per format (``Event.frame``),
+not once per subscriber. Keep-alives are one shared frame per tick.
+
+Streams are paced (``pacing.Pacer``): at most ``stream_max_rate`` writes
+per second each, and fewer when ``stream_write_budget`` writes per second
+spread over all open streams says so; every write carries all that is
+pending, because on a busy server the per-write cost (one ``send()`` and the
+ASGI path) dominates.
+
+A stream that falls behind fills its queue; its backlog is then conflated
+(``conflation``: the newest value per series plus a ``skip`` marker). One
+that had something pending at a keep-alive tick and wrote nothing by the
+next is stuck, not slow (its client stopped reading): it is dropped (its
+request task is cancelled, which closes the connection) and resumes by id
+when it reconnects. Memory per stream is bounded by
+``stream_queue_size``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import cast
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.events.conflation import Skip, conflate
+from app.events.event import Event, EventKey, parse_event_id
+from app.events.log import EventLog, StreamEntries
+from app.events.pacing import Pacer
+from app.events.sse import control_frame, ping_frame
+from app.events.topics import TopicFilter
+
+log = logging.getLogger(__name__)
+
+READ_BLOCK_MS = 5_000
+READ_COUNT = 1_000
+RECONNECT_MAX_DELAY = 5.0
+
+EPOCH_CHECK_INTERVAL = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """The log the streams follow was replaced (Redis lost its data): start over from ``cursor``.
+
+    Encoded once for every stream; ``key`` is where each stream's de-duplication restarts.
+    """
+
+    key: EventKey
+    frame: bytes
+
+    @classmethod
+    def to(cls, cursor: str, reason: str) -> Reset:
+        frame = control_frame("reset", {"reason": reason, "cursor": cursor}, cursor)
+        return cls(parse_event_id(cursor) or (0, 0), frame)
+
+
+# Events, shared control frames (keep-alive, status), resets and conflation markers.
+QueueItem = Event | bytes | Reset | Skip
+
+
+class Subscription:
+    """One open stream (or waiting long poll) in this process.
+
+    Waking is a bare future rather than an ``asyncio.Event``: it is the
+    per-stream, per-write hot path. ``_owed`` is set from the first push after
+    a drain until the next drain, so a burst costs one wake-up (or one place
+    in the pacer's bucket), not one per event.
+    """
+
+    __slots__ = (
+        "_owed",
+        "_pacer",
+        "_ready",
+        "_waiter",
+        "backlogged",
+        "closed",
+        "conflate",
+        "due",
+        "limit",
+        "progressed",
+        "queue",
+        "reason",
+        "task",
+        "topics",
+    )
+
+    def __init__(
+        self,
+        topics: TopicFilter,
+        limit: int,
+        task: asyncio.Task[object] | None,
+        pacer: Pacer | None = None,
+        conflate: bool = False,
+    ) -> None:
+        self.topics = topics
+        self.queue: deque[QueueItem] = deque()
+        self.limit = limit
+        self.closed = False
+        self.reason = ""
+        self.task = task
+        self.conflate = conflate
+        # For the stuck-stream sweep: had something pending at the last
+        # keep-alive tick / drained anything since.
+        self.backlogged = False
+        self.progressed = False
+        # Loop time before which the pacer holds wake-ups back (rate cap).
+        self.due = 0.0
+        self._pacer = pacer
+        self._owed = False
+        self._ready = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def push(self, item: QueueItem) -> bool:
+        """Queue an item; False when the queue is full (the broker conflates or drops us)."""
+        queue = self.queue
+        if len(queue) >= self.limit:
+            return False
+        queue.append(item)
+        if not self._owed:
+            self._owed = True
+            pacer = self._pacer
+            if pacer is None or pacer.admit(self, asyncio.get_running_loop().time()):
+                self.wake()
+        elif not self._ready and len(queue) >= self.limit >> 1:
+            # A backlog is building while the pacer holds us back: write now
+            # rather than overflow waiting for the timer (the cap is there to
+            # fill writes, never to make a healthy stream look slow).
+            self.wake()
+        return True
+
+    def wake(self) -> None:
+        self._ready = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def close(self, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            self.reason = reason
+            self.wake()
+
+    async def wait(self) -> None:
+        if not self._ready:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self._ready = False
+
+    def drain(self) -> list[QueueItem]:
+        items = list(self.queue)
+        self.queue.clear()
+        self._owed = False
+        self.progressed = True
+        if self._pacer is not None:
+            self.due = asyncio.get_running_loop().time() + self._pacer.interval
+        return items
+
+    def conflate_queue(self) -> int:
+        """Cut the backlog to the newest value per series; how many events were skipped."""
+        kept, skipped = conflate(self.queue)
+        self.queue = deque(kept)
+        return skipped
+
+
+class Broker:
+    """The process's single event-log reader and its subscribers."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        log_: EventLog,
+        keepalive: float,
+        queue_size: int,
+        stream_max_rate: float = 0.0,
+        write_budget: float = 0.0,
+    ) -> None:
+        self.redis = redis
+        self.log = log_
+        self.keepalive = keepalive
+        self.queue_size = queue_size
+        # Read in slices well under a queue's capacity: between two reads every
+        # stream gets to drain, so a burst alone never looks like a slow client.
+        self.read_count = max(1, min(READ_COUNT, queue_size // 4))
+        self.subscriptions: set[Subscription] = set()
+        # Most streams open at once since the set was last rebuilt (see _forget).
+        self._peak = 0
+        self.last_key: EventKey | None = None
+        self.dropped = 0
+        self.delivered = 0
+        self.conflated = 0
+        # Streams share one pacer (the rate cap); long polls want every wake at once.
+        self.pacer = Pacer(stream_max_rate, write_budget) if stream_max_rate > 0 or write_budget > 0 else None
+        self.healthy = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self.epoch: str | None = None
+        self._lost = False
+        self._epoch_checked = 0.0
+        # Set once the process is shutting down: new streams are refused.
+        self.closing = False
+
+    # --- lifecycle ----------------------------------------------------------
+    async def start(self) -> None:
+        """Start reading from the newest event (or, if Redis is down, as soon as it answers)."""
+        try:
+            # Settle the epoch before the first request, so no write precedes it.
+            await self._check_epoch()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            log.warning("Redis unavailable at start (%s); the reader will retry", exc)
+        self._tasks = [
+            asyncio.create_task(self._read_forever(), name="livedash-broker-reader"),
+            asyncio.create_task(self._keepalive_forever(), name="livedash-broker-keepalive"),
+        ]
+
+    def end_streams(self, reason: str = "shutdown") -> None:
+        """Ask every open stream to finish (a deploy is under way)."""
+        self.closing = True
+        for sub in list(self.subscriptions):
+            sub.close(reason)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self.end_streams()
+        for task in self._tasks:
+            task.cancel()
+        _done, pending = await asyncio.wait(self._tasks, timeout=0.1)
+        if pending:
+            # redis-py can swallow a cancellation that lands while it hands a
+            # connection back to its pool; breaking the socket ends the read.
+            await self.redis.connection_pool.disconnect()
+            await asyncio.wait(pending, timeout=5.0)
+        self._tasks = []
+
+    # --- subscribers --------------------------------------------------------
+    def subscribe(self, topics: TopicFilter, *, cancel_on_overflow: bool = True) -> Subscription:
+        """A stream (paced, conflated when it falls behind) or, without ``cancel_on_overflow``, a long poll."""
+        task = asyncio.current_task() if cancel_on_overflow else None
+        stream = cancel_on_overflow
+        sub = Subscription(topics, self.queue_size, task, self.pacer if stream else None, conflate=stream)
+        self.subscriptions.add(sub)
+        self._peak = max(self._peak, len(self.subscriptions))
+        if self.pacer is not None:
+            self.pacer.resize(len(self.subscriptions))
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._forget(sub)
+        if self.pacer is not None:
+            self.pacer.resize(len(self.subscriptions))
+
+    def _forget(self, sub: Subscription) -> None:
+        self.subscriptions.discard(sub)
+        # A set never shrinks its table on removal, and iterating it walks the
+        # whole table: after a peak of 10,000 streams, every event's dispatch
+        # would cost ~50 µs with none left open. Rebuild it once it is mostly empty.
+        if self._peak > 64 and len(self.subscriptions) * 4 < self._peak:
+            self.subscriptions = set(self.subscriptions)
+            self._peak = len(self.subscriptions)
+
+    def _drop(self, sub: Subscription) -> None:
+        """A subscriber whose queue is full: free its memory and end its connection."""
+        self.dropped += 1
+        self._forget(sub)
+        sub.queue.clear()
+        sub.close("slow-consumer")
+        # The stream may be stuck in a socket write that never completes; only
+        # cancelling its task frees it. The client reconnects and resumes by id.
+        if sub.task is not None and not sub.task.done():
+            sub.task.cancel()
+
+    def _overflow(self, sub: Subscription, item: QueueItem) -> bool:
+        """A full queue: conflate it, or drop the subscriber if that frees no room. True if ``item`` got in."""
+        if sub.conflate:
+            skipped = sub.conflate_queue()
+            self.conflated += skipped
+            if sub.push(item):
+                return True
+        self._drop(sub)
+        return False
+
+    def dispatch(self, event: Event) -> None:
+        if self.last_key is not None and event.key <= self.last_key:
+            return
+        self.last_key = event.key
+        for sub in tuple(self.subscriptions):
+            if sub.topics.matches(event.topic) and (sub.push(event) or self._overflow(sub, event)):
+                self.delivered += 1
+
+    # --- the reader ---------------------------------------------------------
+    async def _read_forever(self) -> None:
+        delay = 0.1
+        while not self._stopping:
+            try:
+                if not self.healthy.is_set():
+                    await self.redis.ping()
+                    if self.last_key is None:
+                        self.last_key = parse_event_id(await self.log.head()) or (0, 0)
+                    await self._check_epoch()
+                    log.info("event log reader connected; reading after %s-%s", *self.last_key)
+                    if self._lost:
+                        self.broadcast(control_frame("status", {"state": "live"}))
+                        self._lost = False
+                    self.healthy.set()
+                elif asyncio.get_running_loop().time() - self._epoch_checked > EPOCH_CHECK_INTERVAL:
+                    await self._check_epoch()
+                assert self.last_key is not None
+                after = f"{self.last_key[0]}-{self.last_key[1]}"
+                response = await self.redis.xread({self.log.key: after}, count=self.read_count, block=READ_BLOCK_MS)
+                delay = 0.1
+                for _stream, entries in cast(list[tuple[bytes, StreamEntries]], response or []):
+                    for event_id, fields in entries:
+                        self.dispatch(Event.from_stream(event_id, fields))
+            except asyncio.CancelledError:
+                raise
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                if self.healthy.is_set():
+                    log.warning("event log reader lost Redis: %s", exc)
+                    self.healthy.clear()
+                    self._lost = True
+                    # Streams stay open; tell them what they show is stale until Redis is back.
+                    self.broadcast(control_frame("status", {"state": "stale", "reason": "storage-unreachable"}))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_DELAY)
+            except Exception:
+                log.exception("event log reader failed; retrying")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_DELAY)
+
+    async def _check_epoch(self) -> None:
+        """Notice a Redis that lost its data: every open stream gets ``reset``."""
+        self._epoch_checked = asyncio.get_running_loop().time()
+        epoch = await self.log.epoch()
+        if self.epoch is not None and epoch.token != self.epoch:
+            head = await self.log.head()
+            log.warning("event log epoch changed (Redis lost its data); resetting %d streams", len(self.subscriptions))
+            self.last_key = parse_event_id(head) or (0, 0)
+            self.broadcast(Reset.to(head, "epoch-changed"))
+        self.epoch = epoch.token
+
+    def broadcast(self, item: bytes | Reset) -> None:
+        """One shared item to every subscriber, whatever its topics."""
+        for sub in tuple(self.subscriptions):
+            if not sub.push(item):
+                self._overflow(sub, item)
+
+    def sweep_stuck(self) -> None:
+        """Drop streams that had something to send a whole keep-alive interval ago and sent nothing since.
+
+        Conflation keeps a slow stream's memory bounded but never ends it; a
+        client that stopped reading leaves its stream blocked in a socket
+        write, which this notices (a paced or merely slow stream drains well
+        within an interval).
+        """
+        for sub in tuple(self.subscriptions):
+            if not sub.conflate:
+                continue
+            if sub.backlogged and not sub.progressed and sub.queue:
+                self._drop(sub)
+                continue
+            sub.backlogged = bool(sub.queue)
+            sub.progressed = False
+
+    async def _keepalive_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.keepalive)
+            self.sweep_stuck()
+            self.broadcast(ping_frame())

@@ -1,0 +1,1 @@
+"""Operating the process: Prometheus telemetry, logs, GC tuning, shutdown."""

@@ -1,0 +1,1 @@
+"""HTTP: request bodies, responses, security headers, the OpenAPI document, the routes."""

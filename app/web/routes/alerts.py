@@ -1,0 +1,89 @@
+"""Alert rules over HTTP, with their current state.
+
+Rules follow the same write rules as annotations: ``version`` or
+``If-Match`` makes a write conditional (409 with the current rule when it is
+stale), none makes it last-write-wins, and a deleted rule's tombstone
+answers 410. ``GET /api/alerts/rules`` and ``GET /api/alerts/state`` are the
+snapshots, each with the event-log cursor to stream from.
+"""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response, request
+
+from app.auth.guard import current_identity
+from app.documents.alert_rules import RuleCreate, RuleUpdate, rule_form_fields
+from app.documents.annotations import parse_model
+from app.documents.versioned import expected_version
+from app.lifespan import engine
+from app.web.bodies import json_or_form
+from app.web.routes.document_views import (
+    delete_precondition,
+    doc_response,
+    json_response,
+    live_document,
+    revisions_response,
+    slug_arg,
+    visible_document,
+)
+
+bp = Blueprint("alerts", __name__)
+
+NOUN = "alert rule"
+
+
+@bp.get("/api/alerts/rules")
+async def list_rules() -> Response:
+    device, metric = slug_arg("device"), slug_arg("metric")
+    rules, cursor = await engine().alerts.rules()
+    rules = [r for r in rules if device in (None, r["device"]) and metric in (None, r["metric"])]
+    rules = [r for r in rules if current_identity().sees_device(r["device"])]  # a scoped token's devices only
+    return json_response({"rules": rules, "cursor": cursor}, headers={"Cache-Control": "no-store"})
+
+
+@bp.get("/api/alerts/state")
+async def states() -> Response:
+    rules, cursor = await engine().alerts.rules()
+    found = {r["id"]: r["state"] for r in rules if current_identity().sees_device(r["device"])}
+    return json_response({"states": found, "cursor": cursor}, headers={"Cache-Control": "no-store"})
+
+
+@bp.post("/api/alerts/rules")
+async def create() -> Response:
+    body, is_form = await json_or_form()
+    if is_form:
+        body = rule_form_fields(body, update=False)
+        body.pop("version", None)
+    written = await engine().alerts.create(parse_model(RuleCreate, body))
+    return doc_response(written.doc, 201, f"/api/alerts/rules/{written.doc['id']}")
+
+
+@bp.get("/api/alerts/rules/<rule_id>")
+async def fetch(rule_id: str) -> Response:
+    return doc_response(await live_document(engine().alerts, rule_id, NOUN))
+
+
+@bp.get("/api/alerts/rules/<rule_id>/revisions")
+async def revisions(rule_id: str) -> Response:
+    return await revisions_response(engine().alerts, rule_id, NOUN)
+
+
+@bp.post("/api/alerts/rules/<rule_id>")
+async def update(rule_id: str) -> Response:
+    await visible_document(engine().alerts, rule_id, NOUN)
+    body, is_form = await json_or_form()
+    if is_form:
+        body = rule_form_fields(body, update=True)
+    patch = parse_model(RuleUpdate, body)
+    expected = expected_version(patch.version, request.headers.get("If-Match"))
+    written = await engine().alerts.update(rule_id, patch, expected)
+    return doc_response(written.doc)
+
+
+@bp.post("/api/alerts/rules/<rule_id>/delete")
+@bp.delete("/api/alerts/rules/<rule_id>")
+async def delete(rule_id: str) -> Response:
+    await visible_document(engine().alerts, rule_id, NOUN)
+    author, expected = await delete_precondition()
+    written = await engine().alerts.delete(rule_id, expected, author)
+    return doc_response(written.doc)

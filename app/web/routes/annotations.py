@@ -1,0 +1,134 @@
+"""Annotations over HTTP: create, update, delete, list, fetch, revisions.
+
+JSON for API clients; with ``HX-Request`` the writes answer HTML fragments
+(the editor after a save, and on a version conflict a fragment that shows
+both versions with "keep mine" / "take theirs").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, Response, render_template, request
+
+from app.auth.guard import current_identity, require_device_visible
+from app.documents.annotations import AnnotationCreate, AnnotationUpdate, form_fields, parse_model
+from app.documents.versioned import Written, etag, expected_version
+from app.errors import BadRequest, Conflict
+from app.ingest.readings import Reading
+from app.lifespan import engine
+from app.web.bodies import int_arg, json_or_form
+from app.web.routes.document_views import (
+    delete_precondition,
+    doc_response,
+    is_htmx,
+    json_response,
+    live_document,
+    revisions_response,
+    slug_arg,
+    visible_document,
+)
+
+bp = Blueprint("annotations", __name__)
+
+NOUN = "annotation"
+MAX_LIST = 1000
+
+
+async def _editor(doc: dict[str, Any], status: int = 200) -> Response:
+    html = await render_template("_annotation_form.html", a=doc)
+    return Response(
+        html, status=status, content_type="text/html; charset=utf-8", headers={"ETag": etag(doc["version"])}
+    )
+
+
+async def _written(written: Written, status: int = 200) -> Response:
+    if is_htmx():
+        return await _editor(written.doc, status)
+    location = f"/api/annotations/{written.doc['id']}" if status == 201 else None
+    return doc_response(written.doc, status, location)
+
+
+def _time_arg(name: str) -> int | None:
+    raw = request.args.get(name)
+    if not raw:
+        return None
+    try:
+        return Reading._parse_ts(raw)
+    except ValueError as exc:
+        raise BadRequest(f"query parameter {name!r}: {exc}", code="bad_query") from None
+
+
+@bp.get("/api/annotations")
+async def list_annotations() -> Response:
+    eng = engine()
+    device, metric, tag = slug_arg("device"), slug_arg("metric"), request.args.get("tag") or None
+    start, end = _time_arg("from"), _time_arg("to")
+    limit = int_arg("limit", 100, 1, MAX_LIST)
+    # The cursor is taken first: a write racing this read is then replayed
+    # to the client, never missed (its version tells the newer copy apart).
+    cursor = await eng.log.head()
+    found = await eng.annotations.search(device=device, metric=metric, start=start, end=end, tag=tag, limit=limit)
+    found = [a for a in found if current_identity().sees_device(a["device"])]  # a scoped token's devices only
+    return json_response({"annotations": found, "cursor": cursor}, headers={"Cache-Control": "no-store"})
+
+
+@bp.post("/api/annotations")
+async def create() -> Response:
+    body, is_form = await json_or_form()
+    if is_form:
+        body = form_fields(body, update=False)
+        body.pop("version", None)  # an empty editor posts its (empty) version field
+    data = parse_model(AnnotationCreate, body)
+    require_device_visible(data.device)
+    return await _written(await engine().annotations.create(data), 201)
+
+
+@bp.get("/api/annotations/<annotation_id>")
+async def fetch(annotation_id: str) -> Response:
+    doc = await live_document(engine().annotations, annotation_id, NOUN)
+    if is_htmx():
+        return await _editor(doc)
+    return doc_response(doc)
+
+
+@bp.get("/api/annotations/<annotation_id>/revisions")
+async def revisions(annotation_id: str) -> Response:
+    return await revisions_response(engine().annotations, annotation_id, NOUN)
+
+
+@bp.post("/api/annotations/<annotation_id>")
+async def update(annotation_id: str) -> Response:
+    await visible_document(engine().annotations, annotation_id, NOUN)
+    body, is_form = await json_or_form()
+    if is_form:
+        body = form_fields(body, update=True)
+    patch = parse_model(AnnotationUpdate, body)
+    expected = expected_version(patch.version, request.headers.get("If-Match"))
+    try:
+        written = await engine().annotations.update(annotation_id, patch, expected)
+    except Conflict as exc:
+        if is_htmx() and exc.code == "conflict":
+            return await _conflict(body, exc.body["current"])
+        raise
+    return await _written(written)
+
+
+async def _conflict(mine: dict[str, Any], theirs: dict[str, Any]) -> Response:
+    """Both versions side by side; "keep mine" re-posts mine on top of theirs."""
+    mine = {k: v for k, v in mine.items() if k != "version"}
+    html = await render_template("_annotation_conflict.html", mine=mine, theirs=theirs)
+    return Response(
+        html, status=409, content_type="text/html; charset=utf-8", headers={"ETag": etag(theirs["version"])}
+    )
+
+
+@bp.post("/api/annotations/<annotation_id>/delete")
+@bp.delete("/api/annotations/<annotation_id>")
+async def delete(annotation_id: str) -> Response:
+    await visible_document(engine().annotations, annotation_id, NOUN)
+    author, expected = await delete_precondition()
+    written = await engine().annotations.delete(annotation_id, expected, author)
+    if is_htmx():
+        return Response("", status=200, content_type="text/html; charset=utf-8")
+    return doc_response(written.doc)

@@ -1,0 +1,62 @@
+"""``GET /``: the dashboard, server-rendered from snapshots, then kept live by static/js."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, render_template
+
+from app.auth.guard import current_identity
+from app.lifespan import engine
+from app.web.routes.document_views import live_document
+from app.web.routes.page_context import firing, page_settings, rules_by_series
+
+bp = Blueprint("dashboard", __name__)
+
+SPARK_POINTS = 120
+RECENT_NOTES = 30
+
+
+async def _tiles_context() -> dict[str, Any]:
+    eng = engine()
+    cursor = await eng.log.head()  # first: every snapshot below is at least this new
+    series, _ = await eng.series.latest()
+    series = [r for r in series if current_identity().sees_device(r["device"])]  # a scoped token's tiles only
+    ids = [f"{r['device']}/{r['metric']}" for r in series]
+    history, _ = await eng.series.history(ids, SPARK_POINTS)
+    rules, _ = await eng.alerts.rules()
+    return {
+        "series": series,
+        "history": history,
+        "rules": rules_by_series(rules),
+        "firing": firing,
+        "cursor": cursor,
+    }
+
+
+@bp.get("/")
+async def index() -> str:
+    eng = engine()
+    context = await _tiles_context()
+    notes = await eng.annotations.search(limit=RECENT_NOTES)
+    notes = [n for n in notes if current_identity().sees_device(n["device"])]
+    return await render_template("dashboard.html", notes=notes, room="dashboard", page=page_settings(eng), **context)
+
+
+@bp.get("/fragments/tiles")
+async def tiles() -> str:
+    return await render_template("_tiles.html", **await _tiles_context())
+
+
+@bp.get("/fragments/note/<annotation_id>")
+async def note(annotation_id: str) -> str:
+    """One note's list item, for a page that learns of it from an event."""
+    doc = await live_document(engine().annotations, annotation_id, "annotation")
+    return await render_template("_note.html", a=doc)
+
+
+@bp.get("/fragments/rule/<rule_id>")
+async def rule(rule_id: str) -> str:
+    """One alert rule's list item (summary and editor)."""
+    doc = await live_document(engine().alerts, rule_id, "alert rule")
+    return await render_template("_rule.html", rule=doc)

@@ -1,0 +1,81 @@
+"""``GET /api/events``: the polling view of the same event log.
+
+``since`` is the id of the last event the client has (the stream's ids and
+these are the same ids); the answer is ``{"events": [...], "cursor": id}``
+with events in log order. ``wait`` turns it into a long poll that answers as
+soon as a matching event arrives. An unknown or expired ``since`` gives a
+``reset`` marker (an event of type ``reset`` and ``"reset": true``) so the
+client re-fetches its snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from quart import Blueprint, Response, request
+
+from app.auth.guard import visible_topics
+from app.events.event import Event, parse_event_id
+from app.lifespan import engine
+from app.web.bodies import float_arg, int_arg
+
+bp = Blueprint("events", __name__)
+
+
+def _answer(events: list[bytes], cursor: str, reset: str | None = None) -> Response:
+    body = b'{"events":[' + b",".join(events) + b'],"cursor":' + orjson.dumps(cursor)
+    if reset is not None:
+        body += b',"reset":true'
+    body += b"}"
+    return Response(body, content_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+@bp.get("/api/events")
+async def poll() -> Response:
+    eng = engine()
+    settings = eng.settings
+    topics = visible_topics(request.args.get("topics"))  # narrowed to the caller's scope
+    wait = float_arg("wait", 0.0, 0.0, settings.long_poll_max_wait)
+    limit = int_arg("limit", settings.poll_page_size, 1, settings.poll_page_size)
+    since = request.args.get("since") or None
+
+    resume = await eng.log.resume_point(since)
+    if resume.reset is not None:
+        marker = {
+            "id": resume.after,
+            "type": "reset",
+            "topic": "",
+            "ts": (parse_event_id(resume.after) or (0, 0))[0],
+            "data": {"reason": resume.reset, "cursor": resume.after},
+        }
+        return _answer([orjson.dumps(marker)], resume.after, resume.reset)
+
+    events, cursor = await eng.log.scan(resume.after, topics, limit)
+    if events or wait <= 0:
+        return _answer([ev.json() for ev in events], cursor)
+
+    # Long poll: subscribe first, then look again, so nothing falls in between.
+    sub = eng.broker.subscribe(topics, cancel_on_overflow=False)
+    try:
+        events, cursor = await eng.log.scan(cursor, topics, limit)
+        if events:
+            return _answer([ev.json() for ev in events], cursor)
+        upto = parse_event_id(cursor) or (0, 0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        fresh: list[Event] = []
+        while not fresh and not sub.closed:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(sub.wait(), remaining)
+            except TimeoutError:
+                break
+            fresh = [item for item in sub.drain() if isinstance(item, Event) and item.key > upto][:limit]
+        if fresh:
+            cursor = fresh[-1].id
+        return _answer([ev.json() for ev in fresh], cursor)
+    finally:
+        eng.broker.unsubscribe(sub)

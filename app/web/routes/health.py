@@ -1,0 +1,30 @@
+"""``/healthz`` (the process answers) and ``/readyz`` (Redis answers, the reader runs)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import orjson
+from quart import Blueprint, Response
+from redis.exceptions import RedisError
+
+from app.lifespan import engine
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+async def healthz() -> Response:
+    return Response(b'{"status":"ok"}', content_type="application/json")
+
+
+@bp.get("/readyz")
+async def readyz() -> Response:
+    eng = engine()
+    checks = {"redis": False, "reader": eng.broker.healthy.is_set()}
+    with contextlib.suppress(RedisError, OSError):
+        checks["redis"] = bool(await eng.redis.ping())
+    ok = all(checks.values())
+    body = {"status": "ok" if ok else "unavailable", "checks": checks}
+    headers = {} if ok else {"Retry-After": "2"}
+    return Response(orjson.dumps(body), status=200 if ok else 503, content_type="application/json", headers=headers)

@@ -1,0 +1,143 @@
+"""The way in and out for browsers: token link, login form, logout, renewal.
+
+``GET /login?token=…`` (the link ``livedash run`` and ``livedash token
+create`` print) and ``POST /login`` (the form) exchange a token for a session
+cookie: signed, HttpOnly, SameSite=Lax, Secure over https. The answer is a
+303 redirect, so the token never stays in the address bar or the history.
+``POST /api/session/renew`` extends a session (the page does it on a
+``reauth`` event); ``GET /api/session`` says who the caller is.
+"""
+
+from __future__ import annotations
+
+import orjson
+from quart import Blueprint, Response, current_app, g, render_template, request
+
+from app.auth.access import Identity
+from app.auth.guard import CSRF_HEADER, current_identity, guard, safe_next, see_other
+from app.auth.sessions import COOKIE_NAME, SessionRecord
+from app.auth.tokens import looks_like_token
+from app.errors import BadRequest
+from app.settings import Settings
+
+bp = Blueprint("auth", __name__)
+
+NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
+def _settings() -> Settings:
+    return current_app.config["LIVEDASH_SETTINGS"]  # type: ignore[no-any-return]
+
+
+def _is_https() -> bool:
+    return request.scheme == "https" or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+
+
+def _set_cookie(response: Response, session: SessionRecord) -> None:
+    response.set_cookie(
+        COOKIE_NAME,
+        guard().sessions.cookie_value(session.id),
+        max_age=int(_settings().session_ttl),
+        path="/",
+        httponly=True,
+        samesite="Lax",
+        secure=_is_https(),
+    )
+
+
+async def _login_form(error: str | None, next_path: str, status: int) -> Response:
+    html = await render_template("login.html", error=error, next=next_path)
+    return Response(html, status=status, content_type="text/html; charset=utf-8", headers=NO_STORE)
+
+
+async def _exchange(token: str, next_path: str) -> Response:
+    grd = guard()
+    identity = await grd.from_token(token) if looks_like_token(token) else None
+    if identity is None:
+        await grd.audit.record("login-failed", "(unknown token)", remote=request.remote_addr)
+        return await _login_form("That token is unknown, revoked or expired.", next_path, 401)
+    session = await grd.sessions.open(identity.token_hash, identity.expires_at)
+    await grd.audit.record("login", identity.who, session=session.id[:8], remote=request.remote_addr)
+    response = see_other(safe_next(next_path))
+    response.headers.update(NO_STORE)
+    _set_cookie(response, session)
+    return response
+
+
+@bp.get("/login")
+async def login_page() -> Response:
+    next_path = safe_next(request.args.get("next", "/"))
+    if not _settings().auth_on:
+        return see_other(next_path)
+    token = request.args.get("token")
+    if token:
+        return await _exchange(token.strip(), next_path)
+    return await _login_form(None, next_path, 200)
+
+
+@bp.post("/login")
+async def login() -> Response:
+    form = await request.form
+    next_path = safe_next(form.get("next", "/"))
+    if not _settings().auth_on:
+        return see_other(next_path)
+    return await _exchange((form.get("token") or "").strip(), next_path)
+
+
+@bp.post("/logout")
+async def logout() -> Response:
+    identity = current_identity()
+    if identity.session_id is not None:
+        await guard().sessions.close(identity.session_id)
+        await guard().audit.record("logout", identity.who)
+    if request.headers.get("HX-Request") == "true" or request.accept_mimetypes.best == "application/json":
+        response = Response(b'{"signed_out":true}', content_type="application/json")
+        response.headers["HX-Redirect"] = "/login"
+    else:
+        response = see_other("/login")
+    response.delete_cookie(COOKIE_NAME, path="/")
+    return response
+
+
+def _describe(identity: Identity) -> dict[str, object]:
+    return {
+        "role": identity.role,
+        "name": identity.name,
+        "token_id": identity.token_id,
+        "scope": list(identity.scope.patterns) if identity.scope else None,
+        "devices": sorted(identity.devices) if identity.devices is not None else None,
+        "expires_at": identity.expires_at,
+        "via": "cookie" if identity.via_cookie else "bearer",
+    }
+
+
+@bp.get("/api/session")
+async def whoami() -> Response:
+    body = _describe(current_identity())
+    if current_identity().via_cookie:
+        body["csrf_header"] = CSRF_HEADER
+    return Response(orjson.dumps(body), content_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+@bp.post("/api/session/renew")
+async def renew() -> Response:
+    identity = current_identity()
+    if identity.session_id is None:
+        raise BadRequest("no browser session to renew: Bearer tokens need no renewal", code="no_session")
+    grd = guard()
+    session = await grd.sessions.get(identity.session_id)
+    if session is None:  # ended between the check and now
+        raise BadRequest("the session has ended; log in again", code="no_session")
+    token_end = None
+    if session.token_hash != "bootstrap":
+        record = await grd.tokens.by_hash(session.token_hash)
+        token_end = record.expires_at if record else None
+    renewed = await grd.sessions.renew(session, token_end)
+    g.identity = identity
+    response = Response(
+        orjson.dumps({"expires_at": renewed.expires_at}),
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+    _set_cookie(response, renewed)
+    return response

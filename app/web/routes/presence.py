@@ -1,0 +1,86 @@
+"""Presence: heartbeat, explicit leave, and the per-room snapshot.
+
+``POST /api/presence/leave`` is what a page sends with
+``navigator.sendBeacon`` on ``pagehide``; a beacon cannot set headers, so
+besides JSON and forms both POSTs accept ``text/plain`` carrying JSON (what
+``sendBeacon(url, JSON.stringify(...))`` sends).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from quart import Blueprint, Response, request
+
+from app.auth.guard import require_room
+from app.errors import BadRequest, PayloadTooLarge
+from app.lifespan import engine
+from app.presence import ROOM_PATTERN, Heartbeat, Leave, parse_body, room_topic
+from app.web.bodies import json_or_form
+
+bp = Blueprint("presence", __name__)
+
+# A heartbeat is a few short fields; anything bigger is not one.
+MAX_PRESENCE_BODY = 2048
+
+
+def json_response(body: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status=status, content_type="application/json")
+
+
+async def presence_body() -> Any:
+    # Read (and measure) the body first: clients that send no Content-Length
+    # are bounded by MAX_CONTENT_LENGTH, and the parsers below reuse the bytes.
+    raw = await request.get_data(as_text=False)
+    if len(raw) > MAX_PRESENCE_BODY:
+        raise PayloadTooLarge(f"presence bodies are at most {MAX_PRESENCE_BODY} bytes")
+    if request.mimetype == "text/plain":
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"malformed JSON: {exc}", code="malformed_json") from None
+    body, _is_form = await json_or_form()
+    return body
+
+
+@bp.post("/api/presence")
+async def heartbeat() -> Response:
+    eng = engine()
+    beat = parse_body(Heartbeat, await presence_body())
+    require_room(beat.room)
+    result = await eng.presence.heartbeat(beat)
+    settings = eng.settings
+    return json_response(
+        {
+            "action": result.action,
+            "room": beat.room,
+            "topic": room_topic(beat.room),
+            "tab": result.tab,
+            "id": result.event_id,
+            # The page paces itself from these, so tuning needs no JS change.
+            "heartbeat_ms": int(settings.presence_heartbeat_interval * 1000),
+            "ttl_ms": int(settings.presence_ttl * 1000),
+        }
+    )
+
+
+@bp.post("/api/presence/leave")
+async def leave() -> Response:
+    body = parse_body(Leave, await presence_body())
+    require_room(body.room)
+    event_id = await engine().presence.leave(body.room, body.session)
+    # Leaving twice (or after expiry) is not an error: the page cannot know.
+    return json_response({"left": event_id is not None, "room": body.room, "id": event_id})
+
+
+@bp.get("/api/presence")
+async def snapshot() -> Response:
+    room = request.args.get("room")
+    if not room:
+        raise BadRequest("query parameter 'room' is required", code="bad_query")
+    if not re.fullmatch(ROOM_PATTERN, room):
+        raise BadRequest("query parameter 'room' must look like 'dashboard' or 'device:pump-1'", code="bad_query")
+    require_room(room)
+    return json_response(await engine().presence.snapshot(room))

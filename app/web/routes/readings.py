@@ -1,0 +1,101 @@
+"""Readings: ``POST /api/metrics`` and the ``latest`` / ``series`` snapshots."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from quart import Blueprint, Response, request
+
+from app.auth.access import Identity
+from app.auth.guard import current_identity, require_devices
+from app.errors import BadRequest, Unprocessable
+from app.ingest.pipeline import ingest as ingest_readings
+from app.ingest.readings import SLUG_PATTERN, parse_readings
+from app.lifespan import Engine, engine
+from app.ops import telemetry
+from app.storage.keyspace import series_id
+from app.web.bodies import int_arg, json_or_form
+
+bp = Blueprint("metrics", __name__)
+
+MAX_SERIES_PER_QUERY = 200
+
+
+def json_response(body: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _form_reading(form: dict[str, str | None]) -> dict[str, object]:
+    """A form posts strings; tags come as ``k=v,k2=v2``; empty optional fields are absent."""
+    reading: dict[str, object] = {k: v for k, v in form.items() if v not in (None, "")}
+    tags = reading.get("tags")
+    if isinstance(tags, str):
+        parsed: dict[str, str] = {}
+        for pair in tags.split(","):
+            key, sep, value = pair.partition("=")
+            if not sep:
+                raise BadRequest("form field 'tags' must look like key=value,key2=value2", code="invalid")
+            parsed[key.strip()] = value.strip()
+        reading["tags"] = parsed
+    return reading
+
+
+@bp.post("/api/metrics")
+async def ingest() -> Response:
+    # JSON bodies from Bearer clients (and everyone, with auth off) are
+    # answered before Quart by ``fast_ingest``; forms, cookies and any
+    # request it does not settle come here. Both end in ``accept_readings``.
+    body, is_form = await json_or_form()
+    if is_form:
+        body = _form_reading(body)
+    return json_response(await accept_readings(engine(), body, current_identity()), status=202)
+
+
+async def accept_readings(eng: Engine, body: Any, identity: Identity) -> dict[str, Any]:
+    """A parsed body becomes stored readings (all of them, or none and a 4xx); the 202's body."""
+    try:
+        readings = parse_readings(body, max_batch=eng.settings.max_batch)
+    except Unprocessable:
+        telemetry.INGEST_REJECTED.labels("http").inc()
+        raise
+    require_devices((r.device for r in readings), identity)
+    ids = await ingest_readings(eng, readings)
+    return {"accepted": len(ids), "cursor": ids[-1]}
+
+
+def _slug_arg(name: str) -> str | None:
+    value = request.args.get(name) or None
+    if value is not None and not re.match(SLUG_PATTERN, value):
+        raise BadRequest(f"query parameter {name!r} must be a slug ([A-Za-z0-9_.-], up to 64)", code="bad_query")
+    return value
+
+
+@bp.get("/api/metrics/latest")
+async def latest() -> Response:
+    items, cursor = await engine().series.latest(_slug_arg("device"), _slug_arg("metric"))
+    items = [r for r in items if current_identity().sees_device(r["device"])]
+    return json_response({"series": items, "cursor": cursor})
+
+
+@bp.get("/api/metrics/series")
+async def series() -> Response:
+    eng = engine()
+    device, metric = _slug_arg("device"), _slug_arg("metric")
+    limit = int_arg("limit", eng.settings.history_size, 1, eng.settings.history_size)
+    ids = [
+        sid
+        for sid in await eng.series.series_ids()
+        if (device is None or sid.split("/")[0] == device)
+        and (metric is None or sid.split("/")[1] == metric)
+        and current_identity().sees_device(sid.split("/")[0])
+    ][:MAX_SERIES_PER_QUERY]
+    if device and metric and not ids and current_identity().sees_device(device):
+        ids = [series_id(device, metric)]
+    points, cursor = await eng.series.history(ids, limit)
+    out = []
+    for sid in ids:
+        dev, _, met = sid.partition("/")
+        out.append({"device": dev, "metric": met, "points": points[sid]})
+    return json_response({"series": out, "cursor": cursor})

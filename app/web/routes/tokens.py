@@ -1,0 +1,69 @@
+"""Token management and the audit log, for admins.
+
+``POST /api/tokens`` creates a token and answers its plaintext once (only
+its hash is kept), with a ready login link for browsers. ``GET /api/tokens``
+lists them (never a plaintext); ``POST /api/tokens/<id>/revoke`` (or
+``DELETE /api/tokens/<id>``) revokes one: its open streams end within
+``LIVEDASH_AUTH_RECHECK_INTERVAL`` seconds. ``GET /api/audit`` reads the
+audit log, newest first.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import orjson
+from quart import Blueprint, Response, request
+
+from app.auth.guard import current_identity, guard
+from app.auth.tokens import parse_create
+from app.errors import NotFound
+from app.web.bodies import int_arg, json_or_form
+
+bp = Blueprint("tokens", __name__)
+
+MAX_AUDIT = 1000
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status=status, content_type="application/json", headers=NO_STORE)
+
+
+@bp.get("/api/tokens")
+async def list_tokens() -> Response:
+    return _json({"tokens": [r.public() for r in await guard().tokens.list()]})
+
+
+@bp.post("/api/tokens")
+async def create() -> Response:
+    body, is_form = await json_or_form()
+    if is_form and isinstance(body, dict):
+        # A form sends comma lists and empty fields; JSON sends lists and nulls.
+        body = {k: v for k, v in body.items() if v not in (None, "")}
+        for key in ("scope", "devices"):
+            if isinstance(body.get(key), str):
+                body[key] = [p.strip() for p in body[key].split(",") if p.strip()]
+    spec = parse_create(body)
+    grd = guard()
+    plaintext, record = await grd.tokens.create(spec)
+    await grd.audit.record("token-created", current_identity().who, token=record.id, role=record.role, name=record.name)
+    login_url = f"{request.host_url.rstrip('/')}/login?token={quote(plaintext)}"
+    return _json({**record.public(), "token": plaintext, "login_url": login_url}, status=201)
+
+
+@bp.post("/api/tokens/<token_id>/revoke")
+@bp.delete("/api/tokens/<token_id>")
+async def revoke(token_id: str) -> Response:
+    grd = guard()
+    record = await grd.tokens.revoke(token_id)
+    if record is None:
+        raise NotFound(f"no token {token_id[:20]!r}")
+    await grd.audit.record("token-revoked", current_identity().who, token=record.id, name=record.name)
+    return _json({"revoked": record.id})
+
+
+@bp.get("/api/audit")
+async def audit() -> Response:
+    limit = int_arg("limit", 100, 1, MAX_AUDIT)
+    return _json({"entries": await guard().audit.recent(limit)})
