@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from pathlib import Path
 
 from quart import Quart
 
@@ -25,7 +24,7 @@ from app.ops import gc_tuning, logs, telemetry
 from app.ops.shutdown import hypercorn_shutdown_event, watch_shutdown
 from app.presence import run_sweeper
 from app.settings import Settings
-from app.web import security_headers
+from app.web import assets, security_headers
 from app.web.routes import alerts, dashboard, events, health, presence, prometheus, series_page, stream
 from app.web.routes import annotations as annotation_routes
 from app.web.routes import docs as docs_routes
@@ -34,13 +33,12 @@ from app.web.routes import readings as metrics
 from app.web.routes import tokens as token_routes
 from app.web.routes import write as write_routes
 
-ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("livedash")
 
 
 def create_app(settings: Settings | None = None) -> Quart:
     settings = settings or Settings()
-    app = Quart(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    app = Quart(__name__, template_folder=str(assets.TEMPLATES), static_folder=str(assets.STATIC))
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         RESPONSE_TIMEOUT=None,
