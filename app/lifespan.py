@@ -1,28 +1,38 @@
-"""The engine: this process's Redis clients and the services built on them.
+"""Opening and closing a process's services, in one place and one order.
 
-Opened in ``before_serving`` and closed in ``after_serving``, so whoever owns
-a pool is explicit and tests (run inside ``app.test_app()``) see the same
-lifecycle as hypercorn. Two clients: a pool for commands, and one connection
-that only the broker's ``XREAD BLOCK`` uses. Never a connection per stream.
+``init_app`` registers the two hooks: ``before_serving`` opens the Redis
+pools, builds every service into one ``Services`` (``app/services.py``) and
+starts the background tasks; ``after_serving`` closes them in the reverse
+order, explicitly, so shutdown never depends on which hook was registered
+first. Tests run inside ``app.test_app()`` and see the same lifecycle as
+hypercorn. Two Redis clients: a pool for commands, and one connection that
+only the event reader's ``XREAD BLOCK`` uses; never a connection per stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
+from typing import Any
 
-from quart import Quart, current_app
-from redis.asyncio import Redis
+from quart import Quart
 
+from app.auth.guard import Guard
+from app.auth.revocation import run_rechecks
 from app.documents.alert_rules import AlertStore
 from app.documents.annotations import AnnotationStore
-from app.events.event import Event
+from app.events.fragments import HtmlFragments
 from app.events.hub import READ_BLOCK_MS, Broker
 from app.events.log import EventLog
-from app.presence import PresenceStore
+from app.events.sse import json_frame
+from app.ingest.demo import run_simulator
+from app.ingest.mqtt import run_bridge
+from app.ops import gc_tuning, telemetry
+from app.ops.shutdown import hypercorn_shutdown_event, watch_shutdown
+from app.presence import PresenceStore, run_sweeper
 from app.series import SeriesStore
+from app.services import SLOT, Services, services, services_of
 from app.settings import Settings
 from app.storage.clients import command_client, reader_client
 from app.storage.embedded import EmbeddedServer
@@ -30,26 +40,12 @@ from app.storage.keyspace import Keys
 
 log = logging.getLogger(__name__)
 
+TASK_STOP_TIMEOUT = 5.0
 
-@dataclass
-class Engine:
-    settings: Settings
-    keys: Keys
-    redis: Redis
-    reader: Redis
-    log: EventLog
-    broker: Broker
-    series: SeriesStore
-    annotations: AnnotationStore
-    alerts: AlertStore
-    presence: PresenceStore
-    # Stream formats: name -> encoder of one event's frame (json, html).
-    encoders: dict[str, Callable[[Event], bytes]] = field(default_factory=dict)
-
-    async def close(self) -> None:
-        await self.broker.stop()
-        await self.reader.aclose()
-        await self.redis.aclose()
+# Re-exported while the routes still say "engine"; see app/services.py.
+Engine = Services
+engine = services
+engine_of = services_of
 
 
 def redis_url(settings: Settings) -> str:
@@ -62,13 +58,12 @@ def redis_url(settings: Settings) -> str:
     return server.url
 
 
-async def open_engine(settings: Settings) -> Engine:
+async def open_services(app: Quart, settings: Settings) -> Services:
     # Starting the embedded server is blocking (a subprocess, a socket poll): keep it off the loop.
     url = await asyncio.to_thread(redis_url, settings)
     redis = command_client(url, settings.redis_pool_size)
     reader = reader_client(url, READ_BLOCK_MS / 1000)
     keys = Keys(settings.key_prefix)
-    event_log = EventLog(redis, keys.events, settings.event_log_maxlen, keys.epoch)
     broker = Broker(
         reader,
         EventLog(reader, keys.events, settings.event_log_maxlen, keys.epoch),
@@ -77,12 +72,12 @@ async def open_engine(settings: Settings) -> Engine:
         settings.stream_max_rate,
         settings.stream_write_budget,
     )
-    engine = Engine(
+    svc = Services(
         settings=settings,
         keys=keys,
         redis=redis,
         reader=reader,
-        log=event_log,
+        log=EventLog(redis, keys.events, settings.event_log_maxlen, keys.epoch),
         broker=broker,
         series=SeriesStore(redis, keys, settings.history_size, settings.event_log_maxlen),
         annotations=AnnotationStore(redis, keys, settings),
@@ -90,6 +85,9 @@ async def open_engine(settings: Settings) -> Engine:
         presence=PresenceStore(
             redis, keys, int((settings.presence_ttl + settings.presence_grace) * 1000), settings.event_log_maxlen
         ),
+        guard=Guard(settings, redis, keys),
+        sampler=telemetry.BrokerSampler(broker, redis),
+        encoders={"json": json_frame, "html": HtmlFragments(app.jinja_loader).frame},
     )
     try:
         await broker.start()
@@ -97,25 +95,71 @@ async def open_engine(settings: Settings) -> Engine:
         await reader.aclose()
         await redis.aclose()
         raise
-    return engine
+    start_background_tasks(svc)
+    # Last of the start-up: what exists now lives as long as the process.
+    gc_tuning.tune(settings.gc_threshold, settings.gc_freeze)
+    return svc
+
+
+def start_background_tasks(svc: Services) -> None:
+    settings = svc.settings
+
+    def spawn(name: str, work: Coroutine[Any, Any, None]) -> None:
+        svc.tasks.append(asyncio.create_task(work, name=f"livedash-{name}"))
+
+    spawn("sampler", telemetry.run_sampler(svc.sampler))
+    # Every process sweeps presence expiry; the leave script makes each leave happen once.
+    spawn("presence-sweeper", run_sweeper(svc.presence, settings.presence_sweep_interval, svc.stopping))
+    if settings.auth_on:
+        spawn(
+            "auth-recheck",
+            run_rechecks(
+                svc.guard.tokens,
+                svc.guard.sessions,
+                svc.broker,
+                settings.auth_recheck_interval,
+                settings.session_reauth_before,
+                svc.stopping,
+            ),
+        )
+    shutdown = hypercorn_shutdown_event()
+    if shutdown is not None:
+        spawn("shutdown-watch", watch_shutdown(shutdown, svc.broker.end_streams))
+    if settings.demo:
+        spawn("demo", run_simulator(svc, settings.demo_interval))
+        log.info("demo simulator on: posting readings every %ss", settings.demo_interval)
+    if settings.mqtt_url:
+        # Every process runs it; only the holder of a Redis lease connects.
+        spawn("mqtt", run_bridge(svc, settings.mqtt_url, settings.mqtt_topic, settings.mqtt_qos))
+
+
+async def close_services(svc: Services) -> None:
+    """The reverse of opening: streams told first, tasks stopped, the reader, then the pools."""
+    svc.broker.end_streams()
+    svc.stopping.set()
+    for task in svc.tasks:
+        task.cancel()
+    if svc.tasks:
+        done, pending = await asyncio.wait(svc.tasks, timeout=TASK_STOP_TIMEOUT)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+        for task in pending:
+            log.warning("background task %s did not stop within %ss", task.get_name(), TASK_STOP_TIMEOUT)
+    svc.tasks.clear()
+    await svc.broker.stop()
+    telemetry.process_exited(svc.settings)
+    await svc.reader.aclose()
+    await svc.redis.aclose()
 
 
 def init_app(app: Quart, settings: Settings) -> None:
     @app.before_serving
     async def _open() -> None:
-        app.extensions["livedash"] = await open_engine(settings)
+        app.extensions[SLOT] = await open_services(app, settings)
 
     @app.after_serving
     async def _close() -> None:
-        engine_ = app.extensions.pop("livedash", None)
-        if engine_ is not None:
-            await engine_.close()
-
-
-def engine_of(app: Quart) -> Engine:
-    return app.extensions["livedash"]  # type: ignore[no-any-return]
-
-
-def engine() -> Engine:
-    """The engine of the app handling the current request."""
-    return engine_of(current_app)
+        svc = app.extensions.pop(SLOT, None)
+        if svc is not None:
+            await close_services(svc)

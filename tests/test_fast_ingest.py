@@ -18,6 +18,7 @@ from quart import Quart
 
 from app import create_app
 from app.ingest.fast_path import FastIngest
+from app.services import services_of
 from app.settings import Settings
 
 from .servers import AppServer
@@ -240,7 +241,7 @@ async def test_both_doors_count_against_one_window(make_settings: Callable[..., 
         assert (await client.post("/api/metrics", json=ok, headers=device)).status_code == 202
         assert (await client.post("/api/metrics", form=form, headers=device)).status_code == 202
         # A server that lost its script cache (a restart): the count still happens, once.
-        application.extensions["livedash_guard"].rate.script.sha = "0" * 40
+        services_of(application).guard.rate.script.sha = "0" * 40
         assert (await client.post("/api/metrics", json=ok, headers=device)).status_code == 202
         assert (await client.post("/api/metrics", form=form, headers=device)).status_code == 429
         assert (await client.post("/api/metrics", json=ok, headers=device)).status_code == 429

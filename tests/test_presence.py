@@ -21,8 +21,8 @@ from quart import Quart
 from redis.asyncio import Redis
 
 from app import create_app
-from app.lifespan import engine_of
 from app.presence import Heartbeat, PresenceStore, tab_id
+from app.services import services_of
 from app.settings import Settings
 from app.storage.keyspace import Keys
 
@@ -264,7 +264,7 @@ async def test_many_sweepers_and_leaves_emit_each_leave_once(
     fast_app: Quart, redis_url: str, sync_client: sync_redis.Redis, key_prefix: str
 ) -> None:
     """Four stores on four connections (as four processes) race sweeps and explicit leaves."""
-    eng = engine_of(fast_app)
+    eng = services_of(fast_app)
     clients = [Redis.from_url(redis_url) for _ in range(4)]
     try:
         stores = [PresenceStore(c, eng.keys, 500, 1000) for c in clients]

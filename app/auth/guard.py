@@ -25,18 +25,17 @@ import logging
 from collections.abc import Iterable
 from urllib.parse import quote
 
-from quart import Quart, Response, current_app, g, request
+from quart import Quart, Response, g, request
 from redis.asyncio import Redis
 
 from app.auth.access import ANONYMOUS, CSRF_EXEMPT, RATE_EXEMPT, Identity, ScopedTopics, allowed_roles
 from app.auth.audit import AuditLog
 from app.auth.ratelimit import Counted, WriteRateLimit
-from app.auth.revocation import run_rechecks
 from app.auth.sessions import COOKIE_NAME, SessionRecord, SessionStore
 from app.auth.tokens import Role, TokenRecord, TokenStore, hash_token
 from app.errors import Forbidden, TooManyRequests, Unauthorized, wants_json
 from app.events.topics import TopicFilter
-from app.lifespan import engine, engine_of
+from app.services import services, services_of
 from app.settings import Settings
 from app.storage.keyspace import Keys
 from app.web.bodies import topic_filter
@@ -134,7 +133,7 @@ class Guard:
 
 
 def guard() -> Guard:
-    return current_app.extensions["livedash_guard"]  # type: ignore[no-any-return]
+    return services().guard
 
 
 def current_identity() -> Identity:
@@ -160,7 +159,7 @@ def safe_next(path: str) -> str:
 
 
 async def check_request() -> Response | None:
-    settings: Settings = current_app.config["LIVEDASH_SETTINGS"]
+    settings = services().settings
     if not settings.auth_on:
         g.identity = ANONYMOUS
         return None
@@ -235,13 +234,13 @@ async def bearer_writer(app: Quart, authorization: str, endpoint: str, path: str
     in the same round trip as the token lookup (so only for endpoints that are
     rate-limited), and refused past it, exactly as ``check_request`` would.
     """
-    settings: Settings = app.config["LIVEDASH_SETTINGS"]
-    if not settings.auth_on:
+    svc = services_of(app)
+    if not svc.settings.auth_on:
         return ANONYMOUS
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() not in ("bearer", "token") or not token.strip():
         return None
-    grd: Guard = app.extensions["livedash_guard"]
+    grd = svc.guard
     identity, counted = await grd.writer_from_token(token.strip())
     roles = allowed_roles(endpoint)
     if identity is None or roles is None or identity.role not in roles:
@@ -266,10 +265,10 @@ def visible_topics(raw: str | None, *, stream: bool = False) -> TopicFilter:
     if identity is ANONYMOUS:
         return requested
     if stream:
-        limit = current_app.config["LIVEDASH_SETTINGS"].streams_per_token
+        limit = services().settings.streams_per_token
         open_ = sum(
             1
-            for sub in tuple(engine().broker.subscriptions)
+            for sub in tuple(services().broker.subscriptions)
             if isinstance(sub.topics, ScopedTopics)
             and sub.topics.stream
             and sub.topics.identity.token_id == identity.token_id
@@ -322,23 +321,7 @@ def init_app(app: Quart, settings: Settings) -> None:
             banner,
             banner,
         )
-    app.config["LIVEDASH_SETTINGS"] = settings
     app.before_request(check_request)
     app.after_request(audit_write)
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.jinja_env.globals["current_identity"] = current_identity
-
-    @app.before_serving
-    async def _guard() -> None:
-        eng = engine_of(app)
-        grd = Guard(settings, eng.redis, eng.keys)
-        app.extensions["livedash_guard"] = grd
-        if settings.auth_on:
-            app.add_background_task(
-                run_rechecks,
-                grd,
-                eng.broker,
-                settings.auth_recheck_interval,
-                settings.session_reauth_before,
-                app.shutdown_event,
-            )

@@ -27,16 +27,14 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
 from app.auth.access import ScopedTopics
+from app.auth.sessions import SessionStore
+from app.auth.tokens import TokenStore
 from app.events.hub import Broker, Subscription
 from app.events.sse import control_frame
-
-if TYPE_CHECKING:
-    from app.auth.guard import Guard
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +55,7 @@ def end_subscriptions(subs: list[Subscription], reason: str) -> None:
             sub.close(reason)
 
 
-async def recheck_once(guard: Guard, broker: Broker, reauth_before: float) -> int:
+async def recheck_once(tokens: TokenStore, sessions: SessionStore, broker: Broker, reauth_before: float) -> int:
     """One pass over this process's open streams; returns how many were ended."""
     groups: dict[tuple[str, str | None], list[Subscription]] = defaultdict(list)
     for sub in tuple(broker.subscriptions):
@@ -68,8 +66,8 @@ async def recheck_once(guard: Guard, broker: Broker, reauth_before: float) -> in
                 groups[(identity.token_hash, identity.session_id)].append(sub)
     if not groups:
         return 0
-    live_tokens = await guard.tokens.live_hashes(sorted({h for h, _ in groups if h != BOOTSTRAP}))
-    session_ends = await guard.sessions.expiries(sorted({s for _, s in groups if s is not None}))
+    live_tokens = await tokens.live_hashes(sorted({h for h, _ in groups if h != BOOTSTRAP}))
+    session_ends = await sessions.expiries(sorted({s for _, s in groups if s is not None}))
     now = time.time() * 1000
     ended = 0
     for (token_hash, session_id), subs in groups.items():
@@ -95,7 +93,12 @@ async def recheck_once(guard: Guard, broker: Broker, reauth_before: float) -> in
 
 
 async def run_rechecks(
-    guard: Guard, broker: Broker, interval: float, reauth_before: float, stop: asyncio.Event
+    tokens: TokenStore,
+    sessions: SessionStore,
+    broker: Broker,
+    interval: float,
+    reauth_before: float,
+    stop: asyncio.Event,
 ) -> None:
     """Re-check until ``stop`` is set (every process runs one)."""
     while not stop.is_set():
@@ -104,7 +107,7 @@ async def run_rechecks(
         if stop.is_set():
             return
         try:
-            ended = await recheck_once(guard, broker, reauth_before)
+            ended = await recheck_once(tokens, sessions, broker, reauth_before)
         except (RedisError, OSError) as exc:
             # Fail open for streams already authorised: Redis being down must
             # not cut every dashboard; new requests cannot authenticate anyway.

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from app.ingest.pipeline import ingest
 from app.ingest.readings import Reading, now_ms
-from app.lifespan import Engine
+from app.services import Services
 from app.storage import lua as scripts
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def default_signals() -> list[Signal]:
     return signals
 
 
-async def run_simulator(eng: Engine, interval: float, rng: random.Random | None = None) -> None:
+async def run_simulator(eng: Services, interval: float, rng: random.Random | None = None) -> None:
     """Post one reading per signal every ``interval`` seconds while we hold the lease."""
     rng = rng or random.Random()
     lease = scripts.load(eng.redis, "lease")

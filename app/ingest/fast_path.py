@@ -36,8 +36,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from app.auth.guard import bearer_writer
 from app.errors import ApiError, RequestTimeout, body_too_large, storage_unavailable
 from app.errors import json_body as error_json
-from app.lifespan import engine_of
 from app.ops.logs import REQUEST_ID_HEADER, new_request_id, record_request, request_id_var
+from app.services import services_of
 from app.web.bodies import is_json, parse_json
 from app.web.routes.readings import accept_readings
 from app.web.security_headers import HEADERS
@@ -95,7 +95,7 @@ class FastIngest:
             identity = await bearer_writer(self.app, authorization, ENDPOINT, PATH)
             if identity is None:
                 return None
-            eng = engine_of(self.app)
+            eng = services_of(self.app)
             body = parse_json(await self._body(headers, receive, eng.settings.max_body_bytes))
             answer = await accept_readings(eng, body, identity)
         except ApiError as exc:

@@ -40,8 +40,8 @@ from redis.exceptions import RedisError
 
 from app.ingest.pipeline import ingest
 from app.ingest.readings import Reading, validation_detail
-from app.lifespan import Engine
 from app.ops import telemetry
+from app.services import Services
 from app.storage import lua as scripts
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class BrokerAddress:
 
 
 class Bridge:
-    def __init__(self, eng: Engine, url: str, template: str, qos: int) -> None:
+    def __init__(self, eng: Services, url: str, template: str, qos: int) -> None:
         self.eng = eng
         self.address = BrokerAddress.parse(url)
         self.template = TopicTemplate.parse(template)
@@ -248,7 +248,7 @@ class Bridge:
         return True
 
 
-async def run_bridge(eng: Engine, url: str, template: str, qos: int) -> None:
+async def run_bridge(eng: Services, url: str, template: str, qos: int) -> None:
     """The background task: a misconfigured bridge logs why and stays off; the app runs on."""
     try:
         bridge = Bridge(eng, url, template, qos)

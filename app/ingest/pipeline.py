@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 
 from app.ingest.readings import Reading
-from app.lifespan import Engine
 from app.ops import telemetry
+from app.services import Services
 
 
-async def ingest(eng: Engine, readings: list[Reading], source: str = "http") -> list[str]:
+async def ingest(eng: Services, readings: list[Reading], source: str = "http") -> list[str]:
     """Store a validated batch; returns the ids of the ``metric`` events."""
     start = time.perf_counter()
     # Stores the readings and evaluates their alert rules in one script run.

@@ -24,6 +24,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -36,10 +37,14 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from quart import Quart
 from redis.exceptions import RedisError
 
-from app.lifespan import Engine, engine_of
+from app.services import Services
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from app.events.hub import Broker
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -144,13 +149,14 @@ def multiprocess_mode() -> bool:
 class BrokerSampler:
     """Copies one broker's plain counters into the metrics (counters by delta)."""
 
-    eng: Engine
+    broker: Broker
+    redis: Redis
     delivered: int = 0
     dropped: int = 0
     conflated: int = 0
 
     def sample(self) -> None:
-        broker = self.eng.broker
+        broker = self.broker
         subs = tuple(broker.subscriptions)
         STREAMS_OPEN.set(len(subs))
         depths = [len(s.queue) for s in subs]
@@ -165,10 +171,10 @@ class BrokerSampler:
             setattr(self, name, now)
 
 
-async def ping_redis(eng: Engine) -> None:
+async def ping_redis(redis: Redis) -> None:
     start = time.perf_counter()
     try:
-        await eng.redis.ping()
+        await redis.ping()
     except (RedisError, OSError):
         REDIS_ERRORS.inc()
         return
@@ -179,7 +185,7 @@ async def run_sampler(sampler: BrokerSampler, interval: float = SAMPLE_INTERVAL)
     while True:
         try:
             sampler.sample()
-            await ping_redis(sampler.eng)
+            await ping_redis(sampler.redis)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -196,10 +202,10 @@ class LogFigures:
     length: int | None = None
 
 
-async def read_log_figures(eng: Engine) -> LogFigures:
+async def read_log_figures(redis: Redis, log_key: str) -> LogFigures:
     figures = LogFigures()
     with contextlib.suppress(RedisError, OSError):
-        info = await eng.redis.xinfo_stream(eng.keys.events)
+        info = await redis.xinfo_stream(log_key)
         figures.length = int(info.get("length", 0))
         # entries-added (Redis 7+, Valkey): every event ever appended, across
         # all workers and machines, so it is not double-counted per worker.
@@ -223,17 +229,16 @@ class LogCollector(Collector):
             yield GaugeMetricFamily("livedash_event_log_length", "Events kept in the log", value=self.figures.length)
 
 
-async def exposition(eng: Engine, sampler: BrokerSampler | None) -> bytes:
+async def exposition(svc: Services) -> bytes:
     """The text a scrape gets: every worker's metrics (multiprocess) or ours, plus the log's figures."""
-    if sampler is not None:
-        sampler.sample()  # this worker's figures as of now, not as of the last tick
+    svc.sampler.sample()  # this worker's figures as of now, not as of the last tick
     if multiprocess_mode():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry = REGISTRY
     # Registered and removed with no await in between, so concurrent scrapes never overlap.
-    collector = LogCollector(await read_log_figures(eng))
+    collector = LogCollector(await read_log_figures(svc.redis, svc.keys.events))
     registry.register(collector)
     try:
         return generate_latest(registry)
@@ -256,21 +261,3 @@ def prepare_multiproc_dir(path: os.PathLike[str] | str) -> None:
         if name.endswith(".db"):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(path, name))
-
-
-def init_app(app: Quart, settings: Settings) -> None:
-    """Sample the broker in the background; mark this worker dead when it stops."""
-
-    @app.before_serving
-    async def _start_sampler() -> None:
-        sampler = BrokerSampler(engine_of(app))
-        app.extensions["livedash_sampler"] = sampler
-        app.add_background_task(run_sampler, sampler)
-
-    @app.after_serving
-    async def _worker_exit() -> None:
-        process_exited(settings)
-
-
-def sampler_of(app: Quart) -> BrokerSampler | None:
-    return app.extensions.get("livedash_sampler")

@@ -11,13 +11,14 @@ cookie: signed, HttpOnly, SameSite=Lax, Secure over https. The answer is a
 from __future__ import annotations
 
 import orjson
-from quart import Blueprint, Response, current_app, g, render_template, request
+from quart import Blueprint, Response, g, render_template, request
 
 from app.auth.access import Identity
 from app.auth.guard import CSRF_HEADER, current_identity, guard, safe_next, see_other
 from app.auth.sessions import COOKIE_NAME, SessionRecord
 from app.auth.tokens import looks_like_token
 from app.errors import BadRequest
+from app.services import services
 from app.settings import Settings
 
 bp = Blueprint("auth", __name__)
@@ -26,7 +27,7 @@ NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 
 def _settings() -> Settings:
-    return current_app.config["LIVEDASH_SETTINGS"]  # type: ignore[no-any-return]
+    return services().settings
 
 
 def _is_https() -> bool:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, current_app
+from quart import Blueprint, Response
 
+from app.auth.access import READ
 from app.lifespan import engine
 from app.ops import telemetry
+from app.web.routing import route
 
 bp = Blueprint("prometheus", __name__)
 
 
-@bp.get("/metrics")
+@route(
+    bp, "GET", "/metrics", access=READ, summary="Prometheus metrics (all workers)", tag="operations", ok_type="text/plain"
+)
 async def metrics() -> Response:
     """Prometheus text: every worker's figures when PROMETHEUS_MULTIPROC_DIR is set."""
-    body = await telemetry.exposition(engine(), telemetry.sampler_of(current_app))
+    body = await telemetry.exposition(engine())
     return Response(body, content_type=telemetry.CONTENT_TYPE, headers={"Cache-Control": "no-store"})
