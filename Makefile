@@ -14,10 +14,9 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/pytest
 
+# The same list .ci/run runs.
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check app tests bench
-	$(VENV)/bin/ruff format --check app tests bench
-	$(VENV)/bin/mypy
+	VENV=$(VENV) bash scripts/lint.sh
 
 bench: $(VENV)/.installed
 	$(PY) -m bench.run
