@@ -23,8 +23,9 @@ from app.auth.revocation import run_rechecks
 from app.documents.alert_rules import AlertStore
 from app.documents.annotations import AnnotationStore
 from app.events.fragments import HtmlFragments
-from app.events.hub import READ_BLOCK_MS, Broker
+from app.events.hub import Hub
 from app.events.log import EventLog
+from app.events.reader import READ_BLOCK_MS, EventReader
 from app.events.sse import json_frame
 from app.ingest.demo import run_simulator
 from app.ingest.mqtt import run_bridge
@@ -64,13 +65,9 @@ async def open_services(app: Quart, settings: Settings) -> Services:
     redis = command_client(url, settings.redis_pool_size)
     reader = reader_client(url, READ_BLOCK_MS / 1000)
     keys = Keys(settings.key_prefix)
-    broker = Broker(
-        reader,
-        EventLog(reader, keys.events, settings.event_log_maxlen, keys.epoch),
-        settings.keepalive_interval,
-        settings.stream_queue_size,
-        settings.stream_max_rate,
-        settings.stream_write_budget,
+    hub = Hub(settings.stream_queue_size, settings.stream_max_rate, settings.stream_write_budget)
+    events_reader = EventReader(
+        hub, reader, EventLog(reader, keys.events, settings.event_log_maxlen, keys.epoch), settings.keepalive_interval
     )
     svc = Services(
         settings=settings,
@@ -78,7 +75,8 @@ async def open_services(app: Quart, settings: Settings) -> Services:
         redis=redis,
         reader=reader,
         log=EventLog(redis, keys.events, settings.event_log_maxlen, keys.epoch),
-        broker=broker,
+        hub=hub,
+        events_reader=events_reader,
         series=SeriesStore(redis, keys, settings.history_size, settings.event_log_maxlen),
         annotations=AnnotationStore(redis, keys, settings),
         alerts=AlertStore(redis, keys, settings),
@@ -86,11 +84,11 @@ async def open_services(app: Quart, settings: Settings) -> Services:
             redis, keys, int((settings.presence_ttl + settings.presence_grace) * 1000), settings.event_log_maxlen
         ),
         guard=Guard(settings, redis, keys),
-        sampler=telemetry.BrokerSampler(broker, redis),
+        sampler=telemetry.BrokerSampler(hub, redis),
         encoders={"json": json_frame, "html": HtmlFragments(app.jinja_loader).frame},
     )
     try:
-        await broker.start()
+        await events_reader.start()
     except BaseException:
         await reader.aclose()
         await redis.aclose()
@@ -116,7 +114,7 @@ def start_background_tasks(svc: Services) -> None:
             run_rechecks(
                 svc.guard.tokens,
                 svc.guard.sessions,
-                svc.broker,
+                svc.hub,
                 settings.auth_recheck_interval,
                 settings.session_reauth_before,
                 svc.stopping,
@@ -124,7 +122,7 @@ def start_background_tasks(svc: Services) -> None:
         )
     shutdown = hypercorn_shutdown_event()
     if shutdown is not None:
-        spawn("shutdown-watch", watch_shutdown(shutdown, svc.broker.end_streams))
+        spawn("shutdown-watch", watch_shutdown(shutdown, svc.hub.end_streams))
     if settings.demo:
         spawn("demo", run_simulator(svc, settings.demo_interval))
         log.info("demo simulator on: posting readings every %ss", settings.demo_interval)
@@ -135,7 +133,7 @@ def start_background_tasks(svc: Services) -> None:
 
 async def close_services(svc: Services) -> None:
     """The reverse of opening: streams told first, tasks stopped, the reader, then the pools."""
-    svc.broker.end_streams()
+    svc.hub.end_streams()
     svc.stopping.set()
     for task in svc.tasks:
         task.cancel()
@@ -147,7 +145,7 @@ async def close_services(svc: Services) -> None:
         for task in pending:
             log.warning("background task %s did not stop within %ss", task.get_name(), TASK_STOP_TIMEOUT)
     svc.tasks.clear()
-    await svc.broker.stop()
+    await svc.events_reader.stop()
     telemetry.process_exited(svc.settings)
     await svc.reader.aclose()
     await svc.redis.aclose()

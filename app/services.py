@@ -27,8 +27,9 @@ if TYPE_CHECKING:
     from app.documents.alert_rules import AlertStore
     from app.documents.annotations import AnnotationStore
     from app.events.event import Event
-    from app.events.hub import Broker
+    from app.events.hub import Hub
     from app.events.log import EventLog
+    from app.events.reader import EventReader
     from app.ops.telemetry import BrokerSampler
     from app.presence import PresenceStore
     from app.series import SeriesStore
@@ -45,7 +46,8 @@ class Services:
     redis: Redis  # the command pool
     reader: Redis  # the one connection the event reader blocks on
     log: EventLog
-    broker: Broker
+    hub: Hub  # this process's streams and long polls: pure dispatch
+    events_reader: EventReader  # the one task that reads the log and feeds the hub
     series: SeriesStore
     annotations: AnnotationStore
     alerts: AlertStore
@@ -59,6 +61,11 @@ class Services:
     # Background tasks this process runs for the app; ``stopping`` asks them to finish.
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def broker(self) -> Hub:
+        """The hub, by its old name (the routes still use it)."""
+        return self.hub
 
 
 def services_of(app: Quart) -> Services:

@@ -16,7 +16,7 @@ import pytest
 
 from app.events.conflation import Skip, conflate
 from app.events.event import Event
-from app.events.hub import Broker, QueueItem, Subscription
+from app.events.hub import Hub, QueueItem, Subscription
 from app.events.pacing import Pacer
 from app.events.topics import TopicFilter
 
@@ -32,9 +32,8 @@ def annotation(seq: int, device: str) -> Event:
     return Event(f"1700000000000-{seq}", "annotation", f"device/{device}", b'{"text":"bearing replaced"}')
 
 
-def broker(queue_size: int, max_rate: float = 0.0) -> Broker:
-    # The Redis client and log are only used by start(); dispatch needs neither.
-    return Broker(None, None, keepalive=60, queue_size=queue_size, stream_max_rate=max_rate)  # type: ignore[arg-type]
+def make_hub(queue_size: int, max_rate: float = 0.0) -> Hub:
+    return Hub(queue_size=queue_size, stream_max_rate=max_rate)
 
 
 def events_of(items: list[QueueItem]) -> list[Event]:
@@ -62,7 +61,7 @@ def values(events: list[Event]) -> list[tuple[str, str, float]]:
 
 
 async def test_fast_stream_gets_everything_in_order() -> None:
-    b = broker(queue_size=8)
+    b = make_hub(queue_size=8)
     sub = b.subscribe(EVERYTHING)
     received: list[QueueItem] = []
     sent = [metric(i, f"d{i % 3}", "temp", float(i)) for i in range(1, 101)]
@@ -76,7 +75,7 @@ async def test_fast_stream_gets_everything_in_order() -> None:
 
 
 async def test_slow_stream_gets_newest_value_of_every_series_and_a_skip_marker() -> None:
-    b = broker(queue_size=16)
+    b = make_hub(queue_size=16)
     sub = b.subscribe(EVERYTHING, cancel_on_overflow=False)
     sub.conflate = True  # a stream, minus the task cancellation a real request would have
     series = [("pump-1", "temp"), ("pump-1", "rpm"), ("pump-2", "temp")]
@@ -124,7 +123,7 @@ async def test_a_late_older_reading_does_not_displace_the_latest() -> None:
 
 
 async def test_stuck_stream_is_dropped_by_the_keepalive_sweep_and_a_slow_one_is_not() -> None:
-    b = broker(queue_size=8)
+    b = make_hub(queue_size=8)
     stuck = b.subscribe(EVERYTHING, cancel_on_overflow=False)
     slow = b.subscribe(EVERYTHING, cancel_on_overflow=False)
     stuck.conflate = slow.conflate = True
@@ -141,7 +140,7 @@ async def test_stuck_stream_is_dropped_by_the_keepalive_sweep_and_a_slow_one_is_
 
 
 async def test_paced_stream_gets_a_burst_in_one_wake_and_in_order() -> None:
-    b = broker(queue_size=1024, max_rate=1000.0)
+    b = make_hub(queue_size=1024, max_rate=1000.0)
     sub = b.subscribe(EVERYTHING)
     first = metric(1, "d", "m", 1.0)
     b.dispatch(first)
@@ -156,7 +155,7 @@ async def test_paced_stream_gets_a_burst_in_one_wake_and_in_order() -> None:
 
 @pytest.mark.parametrize("max_rate", [0.0, 50.0])
 async def test_closing_wakes_a_waiting_stream_at_once(max_rate: float) -> None:
-    b = broker(queue_size=8, max_rate=max_rate)
+    b = make_hub(queue_size=8, max_rate=max_rate)
     sub: Subscription = b.subscribe(EVERYTHING)
     waiter = asyncio.create_task(sub.wait())
     await asyncio.sleep(0)
@@ -179,7 +178,7 @@ async def test_the_subscriber_set_shrinks_after_a_peak() -> None:
     """A set keeps its table after removals, and dispatch walks the table: a
     server that once had thousands of streams would pay for them on every
     event forever. After the streams go, the set is rebuilt to its size."""
-    b = broker(queue_size=8)
+    b = make_hub(queue_size=8)
     # What 100 entries need; the table of 5,000 is ~250 times that.
     small_table = sys.getsizeof(set(range(100)))
     subs = [b.subscribe(EVERYTHING, cancel_on_overflow=False) for _ in range(5_000)]

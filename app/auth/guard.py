@@ -28,7 +28,7 @@ from urllib.parse import quote
 from quart import Quart, Response, g, request
 from redis.asyncio import Redis
 
-from app.auth.access import ANONYMOUS, CSRF_EXEMPT, RATE_EXEMPT, Identity, ScopedTopics, allowed_roles
+from app.auth.access import ANONYMOUS, Identity, ScopedTopics, allowed_roles, csrf_exempt, rate_exempt
 from app.auth.audit import AuditLog
 from app.auth.ratelimit import Counted, WriteRateLimit
 from app.auth.sessions import COOKIE_NAME, SessionRecord, SessionStore
@@ -185,12 +185,12 @@ async def check_request() -> Response | None:
         needed = " or ".join(sorted(roles))
         raise Forbidden(f"this needs the role {needed}; this credential is {identity.role}", code="wrong_role")
     if request.method not in SAFE_METHODS:
-        if identity.via_cookie and request.endpoint not in CSRF_EXEMPT:
+        if identity.via_cookie and not csrf_exempt(request.endpoint):
             sent = request.headers.get(CSRF_HEADER, "")
             if not (identity.csrf and sent and hmac.compare_digest(sent.encode(), identity.csrf.encode())):
                 await grd.audit.record("denied", identity.who, method=request.method, path=request.path, reason="csrf")
                 raise Forbidden(f"missing or wrong {CSRF_HEADER} header", code="csrf")
-        if request.endpoint not in RATE_EXEMPT:
+        if not rate_exempt(request.endpoint):
             try:
                 await grd.rate.hit(identity.token_hash)
             except TooManyRequests:
@@ -258,7 +258,7 @@ def visible_topics(raw: str | None, *, stream: bool = False) -> TopicFilter:
     """The requested topic filter narrowed to the caller's scope.
 
     For a stream it also enforces the per-token stream limit (this process):
-    the open streams are the broker's subscriptions that carry the same token.
+    the open streams are the hub's subscriptions that carry the same token.
     """
     requested = topic_filter(raw)
     identity = current_identity()
@@ -268,7 +268,7 @@ def visible_topics(raw: str | None, *, stream: bool = False) -> TopicFilter:
         limit = services().settings.streams_per_token
         open_ = sum(
             1
-            for sub in tuple(services().broker.subscriptions)
+            for sub in tuple(services().hub.subscriptions)
             if isinstance(sub.topics, ScopedTopics)
             and sub.topics.stream
             and sub.topics.identity.token_id == identity.token_id

@@ -4,7 +4,7 @@ A stream is authorised when it opens, but it may live for hours. Each
 process therefore re-checks, every ``LIVEDASH_AUTH_RECHECK_INTERVAL``
 seconds, the credentials behind its own open streams and long polls, in two
 pipelined round trips whatever the number of streams (one EXISTS per distinct
-token, one HGET per distinct session). The broker's subscriptions already
+token, one HGET per distinct session). The hub's subscriptions already
 carry them: their topic filter is a ``ScopedTopics`` holding the identity.
 
 - a token revoked or expired (its key is gone): its streams get
@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 from app.auth.access import ScopedTopics
 from app.auth.sessions import SessionStore
 from app.auth.tokens import TokenStore
-from app.events.hub import Broker, Subscription
+from app.events.hub import Hub, Subscription
 from app.events.sse import control_frame
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,10 @@ def end_subscriptions(subs: list[Subscription], reason: str) -> None:
             sub.close(reason)
 
 
-async def recheck_once(tokens: TokenStore, sessions: SessionStore, broker: Broker, reauth_before: float) -> int:
+async def recheck_once(tokens: TokenStore, sessions: SessionStore, hub: Hub, reauth_before: float) -> int:
     """One pass over this process's open streams; returns how many were ended."""
     groups: dict[tuple[str, str | None], list[Subscription]] = defaultdict(list)
-    for sub in tuple(broker.subscriptions):
+    for sub in tuple(hub.subscriptions):
         topics = sub.topics
         if isinstance(topics, ScopedTopics) and not sub.closed:
             identity = topics.identity
@@ -95,7 +95,7 @@ async def recheck_once(tokens: TokenStore, sessions: SessionStore, broker: Broke
 async def run_rechecks(
     tokens: TokenStore,
     sessions: SessionStore,
-    broker: Broker,
+    hub: Hub,
     interval: float,
     reauth_before: float,
     stop: asyncio.Event,
@@ -107,7 +107,7 @@ async def run_rechecks(
         if stop.is_set():
             return
         try:
-            ended = await recheck_once(tokens, sessions, broker, reauth_before)
+            ended = await recheck_once(tokens, sessions, hub, reauth_before)
         except (RedisError, OSError) as exc:
             # Fail open for streams already authorised: Redis being down must
             # not cut every dashboard; new requests cannot authenticate anyway.

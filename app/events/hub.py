@@ -1,11 +1,12 @@
-"""Fan-out: one Redis reader per process, many streams.
+"""The hub: this process's open streams and long polls, and what each gets.
 
-``Broker`` owns the only task in this process that reads the event log
-(``XREAD BLOCK`` on a connection of its own) and hands each event to the
+Pure dispatch, no I/O: ``app/events/reader.py`` (the one Redis reader per
+process) hands every event to ``Hub.dispatch``, which pushes it to the
 subscriptions whose topic filter matches. A subscription is a bounded queue
-plus a wake-up flag; its stream drains everything pending in one go and writes
-it as one chunk. An event's bytes are built once per format (``Event.frame``),
-not once per subscriber. Keep-alives are one shared frame per tick.
+plus a wake-up flag; its stream (``app/events/drain.py``) drains everything
+pending in one go and writes it as one chunk. An event's bytes are built once
+per format (``Event.frame``), not once per subscriber. Keep-alives are one
+shared frame per tick (``run_keepalive``).
 
 Streams are paced (``pacing.Pacer``): at most ``stream_max_rate`` writes
 per second each, and fewer when ``stream_write_budget`` writes per second
@@ -18,8 +19,7 @@ A stream that falls behind fills its queue; its backlog is then conflated
 that had something pending at a keep-alive tick and wrote nothing by the
 next is stuck, not slow (its client stopped reading): it is dropped (its
 request task is cancelled, which closes the connection) and resumes by id
-when it reconnects. Memory per stream is bounded by
-``stream_queue_size``.
+when it reconnects. Memory per stream is bounded by ``stream_queue_size``.
 """
 
 from __future__ import annotations
@@ -28,26 +28,14 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import cast
-
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.events.conflation import Skip, conflate
 from app.events.event import Event, EventKey, parse_event_id
-from app.events.log import EventLog, StreamEntries
 from app.events.pacing import Pacer
 from app.events.sse import control_frame, ping_frame
 from app.events.topics import TopicFilter
 
 log = logging.getLogger(__name__)
-
-READ_BLOCK_MS = 5_000
-READ_COUNT = 1_000
-RECONNECT_MAX_DELAY = 5.0
-
-EPOCH_CHECK_INTERVAL = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,25 +165,16 @@ class Subscription:
         return skipped
 
 
-class Broker:
-    """The process's single event-log reader and its subscribers."""
+class Hub:
+    """This process's subscribers, and the dispatch of events and shared frames to them."""
 
     def __init__(
         self,
-        redis: Redis,
-        log_: EventLog,
-        keepalive: float,
         queue_size: int,
         stream_max_rate: float = 0.0,
         write_budget: float = 0.0,
     ) -> None:
-        self.redis = redis
-        self.log = log_
-        self.keepalive = keepalive
         self.queue_size = queue_size
-        # Read in slices well under a queue's capacity: between two reads every
-        # stream gets to drain, so a burst alone never looks like a slow client.
-        self.read_count = max(1, min(READ_COUNT, queue_size // 4))
         self.subscriptions: set[Subscription] = set()
         # Most streams open at once since the set was last rebuilt (see _forget).
         self._peak = 0
@@ -205,46 +184,17 @@ class Broker:
         self.conflated = 0
         # Streams share one pacer (the rate cap); long polls want every wake at once.
         self.pacer = Pacer(stream_max_rate, write_budget) if stream_max_rate > 0 or write_budget > 0 else None
+        # Set while the reader follows the log; cleared (and streams told "stale") while it cannot.
         self.healthy = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
-        self.epoch: str | None = None
-        self._lost = False
-        self._epoch_checked = 0.0
         # Set once the process is shutting down: new streams are refused.
         self.closing = False
 
     # --- lifecycle ----------------------------------------------------------
-    async def start(self) -> None:
-        """Start reading from the newest event (or, if Redis is down, as soon as it answers)."""
-        try:
-            # Settle the epoch before the first request, so no write precedes it.
-            await self._check_epoch()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            log.warning("Redis unavailable at start (%s); the reader will retry", exc)
-        self._tasks = [
-            asyncio.create_task(self._read_forever(), name="livedash-broker-reader"),
-            asyncio.create_task(self._keepalive_forever(), name="livedash-broker-keepalive"),
-        ]
-
     def end_streams(self, reason: str = "shutdown") -> None:
         """Ask every open stream to finish (a deploy is under way)."""
         self.closing = True
         for sub in list(self.subscriptions):
             sub.close(reason)
-
-    async def stop(self) -> None:
-        self._stopping = True
-        self.end_streams()
-        for task in self._tasks:
-            task.cancel()
-        _done, pending = await asyncio.wait(self._tasks, timeout=0.1)
-        if pending:
-            # redis-py can swallow a cancellation that lands while it hands a
-            # connection back to its pool; breaking the socket ends the read.
-            await self.redis.connection_pool.disconnect()
-            await asyncio.wait(pending, timeout=5.0)
-        self._tasks = []
 
     # --- subscribers --------------------------------------------------------
     def subscribe(self, topics: TopicFilter, *, cancel_on_overflow: bool = True) -> Subscription:
@@ -301,57 +251,6 @@ class Broker:
             if sub.topics.matches(event.topic) and (sub.push(event) or self._overflow(sub, event)):
                 self.delivered += 1
 
-    # --- the reader ---------------------------------------------------------
-    async def _read_forever(self) -> None:
-        delay = 0.1
-        while not self._stopping:
-            try:
-                if not self.healthy.is_set():
-                    await self.redis.ping()
-                    if self.last_key is None:
-                        self.last_key = parse_event_id(await self.log.head()) or (0, 0)
-                    await self._check_epoch()
-                    log.info("event log reader connected; reading after %s-%s", *self.last_key)
-                    if self._lost:
-                        self.broadcast(control_frame("status", {"state": "live"}))
-                        self._lost = False
-                    self.healthy.set()
-                elif asyncio.get_running_loop().time() - self._epoch_checked > EPOCH_CHECK_INTERVAL:
-                    await self._check_epoch()
-                assert self.last_key is not None
-                after = f"{self.last_key[0]}-{self.last_key[1]}"
-                response = await self.redis.xread({self.log.key: after}, count=self.read_count, block=READ_BLOCK_MS)
-                delay = 0.1
-                for _stream, entries in cast(list[tuple[bytes, StreamEntries]], response or []):
-                    for event_id, fields in entries:
-                        self.dispatch(Event.from_stream(event_id, fields))
-            except asyncio.CancelledError:
-                raise
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                if self.healthy.is_set():
-                    log.warning("event log reader lost Redis: %s", exc)
-                    self.healthy.clear()
-                    self._lost = True
-                    # Streams stay open; tell them what they show is stale until Redis is back.
-                    self.broadcast(control_frame("status", {"state": "stale", "reason": "storage-unreachable"}))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RECONNECT_MAX_DELAY)
-            except Exception:
-                log.exception("event log reader failed; retrying")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RECONNECT_MAX_DELAY)
-
-    async def _check_epoch(self) -> None:
-        """Notice a Redis that lost its data: every open stream gets ``reset``."""
-        self._epoch_checked = asyncio.get_running_loop().time()
-        epoch = await self.log.epoch()
-        if self.epoch is not None and epoch.token != self.epoch:
-            head = await self.log.head()
-            log.warning("event log epoch changed (Redis lost its data); resetting %d streams", len(self.subscriptions))
-            self.last_key = parse_event_id(head) or (0, 0)
-            self.broadcast(Reset.to(head, "epoch-changed"))
-        self.epoch = epoch.token
-
     def broadcast(self, item: bytes | Reset) -> None:
         """One shared item to every subscriber, whatever its topics."""
         for sub in tuple(self.subscriptions):
@@ -375,8 +274,32 @@ class Broker:
             sub.backlogged = bool(sub.queue)
             sub.progressed = False
 
-    async def _keepalive_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.keepalive)
-            self.sweep_stuck()
-            self.broadcast(ping_frame())
+    def tick(self) -> None:
+        """A keep-alive interval passed: drop stuck streams, then one shared ``ping`` to all."""
+        self.sweep_stuck()
+        self.broadcast(ping_frame())
+
+    # --- what the reader reports ----------------------------------------------
+    def feed_lost(self) -> None:
+        """The reader lost the log: streams stay open, told that what they show is stale."""
+        if self.healthy.is_set():
+            self.healthy.clear()
+            self.broadcast(control_frame("status", {"state": "stale", "reason": "storage-unreachable"}))
+
+    def feed_restored(self, *, was_lost: bool) -> None:
+        if was_lost:
+            self.broadcast(control_frame("status", {"state": "live"}))
+        self.healthy.set()
+
+    def restart_from(self, cursor: str, reason: str) -> None:
+        """The log was replaced (Redis lost its data): every stream gets one shared ``reset``."""
+        log.warning("event log restarted (%s); resetting %d streams", reason, len(self.subscriptions))
+        self.last_key = parse_event_id(cursor) or (0, 0)
+        self.broadcast(Reset.to(cursor, reason))
+
+
+async def run_keepalive(hub: Hub, interval: float) -> None:
+    """The keep-alive clock: every stream gets a ``ping`` each interval (until cancelled)."""
+    while True:
+        await asyncio.sleep(interval)
+        hub.tick()

@@ -7,7 +7,7 @@ values in memory-mapped files in that directory and ``/metrics`` answers the
 sum over all of them, whichever worker the scrape lands on. Without it the
 figures are this process's own.
 
-The hot paths stay plain: the broker keeps integer counters and its queues;
+The hot paths stay plain: the hub keeps integer counters and its queues;
 a sampler task (``run_sampler``) copies them into the metrics once a second
 and on every scrape, so a stream never touches a metric per event. The same
 task PINGs Redis, which is the Redis-latency histogram. Figures that are one
@@ -44,7 +44,7 @@ from app.services import Services
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from app.events.hub import Broker
+    from app.events.hub import Hub
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -147,16 +147,16 @@ def multiprocess_mode() -> bool:
 
 @dataclass
 class BrokerSampler:
-    """Copies one broker's plain counters into the metrics (counters by delta)."""
+    """Copies the hub's plain counters into the metrics (counters by delta)."""
 
-    broker: Broker
+    hub: Hub
     redis: Redis
     delivered: int = 0
     dropped: int = 0
     conflated: int = 0
 
     def sample(self) -> None:
-        broker = self.broker
+        broker = self.hub
         subs = tuple(broker.subscriptions)
         STREAMS_OPEN.set(len(subs))
         depths = [len(s.queue) for s in subs]
