@@ -7,7 +7,7 @@ import re
 from openapi_spec_validator import validate
 from quart import Quart
 
-from app.web import openapi, openapi_routes
+from app.web import openapi, routing
 
 from .types import QuartClient
 
@@ -20,12 +20,13 @@ async def test_every_route_is_in_the_document_and_described(app: Quart, client: 
     served = openapi.served_operations(app)
     assert served, "the app serves no routes?"
     assert not served - documented, f"routes missing from /openapi.json: {sorted(served - documented)}"
-    # Present is not enough: each one is described in openapi.ROUTES, not just listed from its docstring.
+    # Present is not enough: each one is described by its @route declaration, not just listed from its docstring.
     generic = sorted((m, p) for p, ops in doc["paths"].items() for m, op in ops.items() if op.get("x-undocumented"))
-    assert not generic, f"routes without an entry in app/openapi_routes.py ROUTES: {generic}"
-    # And the table describes nothing the app does not serve (a renamed route).
-    described = {(op.method, op.path) for op in openapi_routes.ROUTES}
-    assert not described - served, f"ROUTES describes routes the app does not serve: {sorted(described - served)}"
+    assert not generic, f"routes without an operation in their @route declaration: {generic}"
+    # And the declarations of the app's endpoints describe nothing it does not serve.
+    declared = routing.declarations()
+    described = {(op.method, op.path) for endpoint in app.view_functions for op in declared[endpoint].ops}
+    assert not described - served, f"declared operations the app does not serve: {sorted(described - served)}"
 
 
 async def test_document_is_valid_openapi(client: QuartClient) -> None:
@@ -70,5 +71,5 @@ async def test_docs_page_is_self_contained(client: QuartClient) -> None:
 
 
 def test_openapi_path_converts_converters() -> None:
-    assert openapi.openapi_path("/api/annotations/<annotation_id>") == "/api/annotations/{annotation_id}"
-    assert openapi.openapi_path("/a/<int:n>/b/<path:rest>") == "/a/{n}/b/{rest}"
+    assert routing.openapi_path("/api/annotations/<annotation_id>") == "/api/annotations/{annotation_id}"
+    assert routing.openapi_path("/a/<int:n>/b/<path:rest>") == "/a/{n}/b/{rest}"

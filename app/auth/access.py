@@ -1,9 +1,11 @@
-"""Who may do what: identities, the route → role map, and topic scopes.
+"""Who may do what: identities, the access decision for a route, and topic scopes.
 
-Free of I/O: ``app/auth.py`` finds the caller's ``Identity`` and asks this
-module. Every route is listed in ``ACCESS`` by its endpoint name; a route
-that is not listed needs an admin (fail closed), and a test checks that
-every registered route is listed, so a new route gets a conscious decision.
+Free of I/O: ``app/auth/guard.py`` finds the caller's ``Identity`` and asks
+this module. Each route declares who may call it next to its handler
+(``@route(..., access=READ)``, ``app/web/routing.py``); this module reads
+those declarations by endpoint name. A route with no declaration needs an
+admin (fail closed), and a test checks that every registered route has one,
+so a new route gets a conscious decision.
 
 Scopes are topic patterns (``device/line-2-*``, ``room/dashboard``). A room
 ``device:<d>`` belongs to its device: a scope that shows ``device/<d>`` shows
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 
 from app.auth.tokens import Role
 from app.events.topics import TopicFilter
+from app.web.routing import declaration
 
 READ = frozenset({Role.VIEWER, Role.EDITOR, Role.ADMIN})
 ANNOTATE = frozenset({Role.EDITOR, Role.ADMIN})
@@ -24,72 +27,29 @@ INGEST = frozenset({Role.DEVICE, Role.ADMIN})
 # Anyone with any valid credential (a device may log out of nothing, but may ask who it is).
 ANY = frozenset(Role)
 
-# endpoint -> roles allowed; None: public (no credential needed).
-ACCESS: dict[str, frozenset[Role] | None] = {
-    # public: liveness for load balancers, assets, the way in
-    "health.healthz": None,
-    "health.readyz": None,
-    "static": None,
-    "auth.login_page": None,
-    "auth.login": None,
-    # the API's description holds no data, and is how a newcomer learns to get a token
-    "docs.docs_page": None,
-    "docs.openapi_json": None,
-    "docs.docs_css": None,
-    # pages and fragments
-    "dashboard.index": READ,
-    "dashboard.tiles": READ,
-    "dashboard.note": READ,
-    "dashboard.rule": READ,
-    "series_page.series": READ,
-    # live views and snapshots
-    "stream.stream": READ,
-    "events.poll": READ,
-    "metrics.latest": READ,
-    "metrics.series": READ,
-    "annotations.list_annotations": READ,
-    "annotations.fetch": READ,
-    "annotations.revisions": READ,
-    "alerts.list_rules": READ,
-    "alerts.states": READ,
-    "alerts.fetch": READ,
-    "alerts.revisions": READ,
-    "presence.snapshot": READ,
-    "presence.heartbeat": READ,
-    "presence.leave": READ,
-    "prometheus.metrics": READ,
-    # writes
-    "metrics.ingest": INGEST,
-    "write.write": INGEST,
-    "annotations.create": ANNOTATE,
-    "annotations.update": ANNOTATE,
-    "annotations.delete": ANNOTATE,
-    "alerts.create": ADMIN,
-    "alerts.update": ADMIN,
-    "alerts.delete": ADMIN,
-    # sessions, tokens, audit
-    "auth.logout": ANY,
-    "auth.whoami": ANY,
-    "auth.renew": ANY,
-    "tokens.list_tokens": ADMIN,
-    "tokens.create": ADMIN,
-    "tokens.revoke": ADMIN,
-    "tokens.audit": ADMIN,
-}
-
-# Cookie-authenticated POSTs that need no CSRF token, and why:
-# - presence.leave is sent with navigator.sendBeacon, which cannot set headers;
-#   forging one needs the tab's random session id, and only ends that tab's
-#   presence early (its next heartbeat restores it).
-CSRF_EXEMPT = frozenset({"auth.login", "presence.leave"})
-# Writes that do not count against the per-token write rate (the way in and out).
-RATE_EXEMPT = frozenset({"auth.login", "auth.logout", "auth.renew"})
+# A route's access rule, in its declaration: roles allowed, or PUBLIC (no credential needed).
+PUBLIC = None
 
 
 def allowed_roles(endpoint: str | None) -> frozenset[Role] | None:
-    if endpoint is None:
-        return ADMIN  # no route matched: the 404/405 handler answers, but never for free
-    return ACCESS.get(endpoint, ADMIN)
+    """The roles the route's declaration allows (None: public); ADMIN for anything undeclared."""
+    declared = declaration(endpoint)
+    if declared is None:
+        # No route matched (the 404/405 handler answers, but never for free), or nobody declared it.
+        return ADMIN
+    return declared.access
+
+
+def csrf_exempt(endpoint: str | None) -> bool:
+    """A cookie-authenticated write that needs no X-CSRF-Token (its declaration says why)."""
+    declared = declaration(endpoint)
+    return declared is not None and declared.csrf_exempt
+
+
+def rate_exempt(endpoint: str | None) -> bool:
+    """A write that does not count against the per-token write rate (the way in and out)."""
+    declared = declaration(endpoint)
+    return declared is not None and declared.rate_exempt
 
 
 @dataclass(frozen=True, slots=True)

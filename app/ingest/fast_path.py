@@ -40,12 +40,14 @@ from app.ops.logs import REQUEST_ID_HEADER, new_request_id, record_request, requ
 from app.services import services_of
 from app.web.bodies import is_json, parse_json
 from app.web.routes.readings import accept_readings
+from app.web.routing import fast_path_op
 from app.web.security_headers import HEADERS
 
 log = logging.getLogger(__name__)
 
-PATH = "/api/metrics"
-ENDPOINT = "metrics.ingest"
+# What this path answers, from the route's declaration (``fast_path=True``): POST /api/metrics, metrics.ingest.
+ENDPOINT, _OP = fast_path_op()
+PATH, METHOD = _OP.path, _OP.method.upper()
 
 _BASE_HEADERS = [(k.lower().encode(), v.encode()) for k, v in HEADERS.items()]
 _JSON = (b"content-type", b"application/json")
@@ -65,7 +67,7 @@ class FastIngest:
         self.inner = inner
 
     async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        if scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST":
+        if scope["type"] == "http" and scope["path"] == PATH and scope["method"] == METHOD:
             headers = dict(scope["headers"])  # names come lower-cased from the server
             eligible = _is_json(headers.get(b"content-type", b"")) and "livedash" in self.app.extensions
             if eligible and await self._serve(headers, receive, send):

@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document, built from the pydantic models and a route table.
+"""The OpenAPI 3.1 document, built from the pydantic models and the route declarations.
 
 Why not quart-schema: it documents a route by wrapping it in its own request
 validation (``@validate_request``) and error responses, while ours parse JSON
@@ -6,10 +6,11 @@ validation (``@validate_request``) and error responses, while ours parse JSON
 error through the one handler in ``errors.py`` (``{"error", "detail"}``). Its
 streaming support also cannot describe an SSE stream's event types. So the
 document is assembled here: component schemas come from the same pydantic
-models the routes validate with (``models_json_schema``), and ``ROUTES``
-(``openapi_routes.py``) says what each path takes and answers. ``build(app)`` walks ``app.url_map`` too,
-so a route nobody described still appears (from its docstring, marked
-``x-undocumented``) and tests can insist on a complete table.
+models the routes validate with (``models_json_schema``), and each route's
+declaration (``@route`` next to its handler, ``app/web/routing.py``) says what
+it takes and answers. ``build(app)`` walks ``app.url_map``, so a route nobody
+described still appears (from its docstring, marked ``x-undocumented``) and
+tests can insist that every route is described.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from app.documents.alert_rules import RuleCreate, RuleUpdate
 from app.documents.annotations import AnnotationCreate, AnnotationUpdate, Precondition
 from app.ingest.readings import Reading
 from app.presence import Heartbeat, Leave
-from app.web.openapi_routes import ROUTES, Op
+from app.web.routing import TAGS, Op, declaration, openapi_path
 
 VERSION = "0.1.0"
 REF = "#/components/schemas/{model}"
@@ -75,11 +76,6 @@ MODELS: list[type[BaseModel]] = [
     Accepted,
     EventPage,
 ]
-
-
-def openapi_path(rule: str) -> str:
-    """Quart's ``/a/<int:x>`` → OpenAPI's ``/a/{x}``."""
-    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
 
 
 def _schemas() -> dict[str, Any]:
@@ -159,19 +155,34 @@ def _undocumented(rule: Any, method: str, view: Any) -> dict[str, Any]:
     return out
 
 
+def _declared_op(endpoint: str, method: str, path: str) -> Op | None:
+    declared = declaration(endpoint)
+    if declared is None:
+        return None
+    return next((op for op in declared.ops if (op.method, op.path) == (method, path)), None)
+
+
 def build(app: Quart) -> dict[str, Any]:
-    paths: dict[str, dict[str, Any]] = {}
-    for op in ROUTES:
-        paths.setdefault(op.path, {})[op.method] = _operation(op)
-    # Everything the app actually serves, described or not (minus static files).
-    for rule in app.url_map.iter_rules():
+    # Everything the app serves (minus static files): as its route declares it, else from its docstring.
+    described: list[tuple[int, int, Op]] = []
+    undescribed: list[tuple[str, str, dict[str, Any]]] = []
+    for position, rule in enumerate(app.url_map.iter_rules()):
         if rule.endpoint == "static" or rule.endpoint.endswith(".static"):
             continue
         path = openapi_path(rule.rule)
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            entry = paths.setdefault(path, {})
-            if method.lower() not in entry:
-                entry[method.lower()] = _undocumented(rule, method.lower(), app.view_functions.get(rule.endpoint))
+            op = _declared_op(rule.endpoint, method.lower(), path)
+            if op is not None:
+                described.append((TAGS.index(op.tag), position, op))
+            else:
+                view = app.view_functions.get(rule.endpoint)
+                undescribed.append((path, method.lower(), _undocumented(rule, method.lower(), view)))
+    paths: dict[str, dict[str, Any]] = {}
+    # By section (as /docs shows them), then in the order the app registered them.
+    for _, _, op in sorted(described, key=lambda item: item[:2]):
+        paths.setdefault(op.path, {})[op.method] = _operation(op)
+    for path, method, operation in undescribed:
+        paths.setdefault(path, {})[method] = operation
     return {
         "openapi": "3.1.0",
         "info": {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, request
 
+from app.auth.access import ADMIN, READ
 from app.auth.guard import current_identity
 from app.documents.alert_rules import RuleCreate, RuleUpdate, rule_form_fields
 from app.documents.annotations import parse_model
@@ -26,13 +27,14 @@ from app.web.routes.document_views import (
     slug_arg,
     visible_document,
 )
+from app.web.routing import BODY_ERRORS, DEVICE, IF_MATCH, METRIC, RULE_ID, WRITE_ERRORS, also, route
 
 bp = Blueprint("alerts", __name__)
 
 NOUN = "alert rule"
 
 
-@bp.get("/api/alerts/rules")
+@route(bp, "GET", "/api/alerts/rules", access=READ, summary="List alert rules", tag="alerts", params=(DEVICE, METRIC))
 async def list_rules() -> Response:
     device, metric = slug_arg("device"), slug_arg("metric")
     rules, cursor = await engine().alerts.rules()
@@ -41,14 +43,24 @@ async def list_rules() -> Response:
     return json_response({"rules": rules, "cursor": cursor}, headers={"Cache-Control": "no-store"})
 
 
-@bp.get("/api/alerts/state")
+@route(bp, "GET", "/api/alerts/state", access=READ, summary="Firing and resolved state of each rule", tag="alerts")
 async def states() -> Response:
     rules, cursor = await engine().alerts.rules()
     found = {r["id"]: r["state"] for r in rules if current_identity().sees_device(r["device"])}
     return json_response({"states": found, "cursor": cursor}, headers={"Cache-Control": "no-store"})
 
 
-@bp.post("/api/alerts/rules")
+@route(
+    bp,
+    "POST",
+    "/api/alerts/rules",
+    access=ADMIN,
+    summary="Create an alert rule",
+    tag="alerts",
+    body="RuleCreate",
+    ok=201,
+    errors=BODY_ERRORS,
+)
 async def create() -> Response:
     body, is_form = await json_or_form()
     if is_form:
@@ -58,17 +70,46 @@ async def create() -> Response:
     return doc_response(written.doc, 201, f"/api/alerts/rules/{written.doc['id']}")
 
 
-@bp.get("/api/alerts/rules/<rule_id>")
+@route(
+    bp,
+    "GET",
+    "/api/alerts/rules/<rule_id>",
+    access=READ,
+    summary="One alert rule",
+    tag="alerts",
+    params=(RULE_ID,),
+    errors=(404, 410),
+)
 async def fetch(rule_id: str) -> Response:
     return doc_response(await live_document(engine().alerts, rule_id, NOUN))
 
 
-@bp.get("/api/alerts/rules/<rule_id>/revisions")
+@route(
+    bp,
+    "GET",
+    "/api/alerts/rules/<rule_id>/revisions",
+    access=READ,
+    summary="A rule's revisions",
+    tag="alerts",
+    params=(RULE_ID,),
+    errors=(404,),
+)
 async def revisions(rule_id: str) -> Response:
     return await revisions_response(engine().alerts, rule_id, NOUN)
 
 
-@bp.post("/api/alerts/rules/<rule_id>")
+@route(
+    bp,
+    "POST",
+    "/api/alerts/rules/<rule_id>",
+    access=ADMIN,
+    summary="Update an alert rule",
+    tag="alerts",
+    description="Same version rules as annotations.",
+    params=(RULE_ID, IF_MATCH),
+    body="RuleUpdate",
+    errors=WRITE_ERRORS,
+)
 async def update(rule_id: str) -> Response:
     await visible_document(engine().alerts, rule_id, NOUN)
     body, is_form = await json_or_form()
@@ -80,8 +121,26 @@ async def update(rule_id: str) -> Response:
     return doc_response(written.doc)
 
 
-@bp.post("/api/alerts/rules/<rule_id>/delete")
-@bp.delete("/api/alerts/rules/<rule_id>")
+@route(
+    bp,
+    "POST",
+    "/api/alerts/rules/<rule_id>/delete",
+    access=ADMIN,
+    summary="Delete an alert rule",
+    tag="alerts",
+    params=(RULE_ID, IF_MATCH),
+    body="Precondition",
+    errors=WRITE_ERRORS,
+)
+@also(
+    bp,
+    "DELETE",
+    "/api/alerts/rules/<rule_id>",
+    summary="Delete an alert rule",
+    tag="alerts",
+    params=(RULE_ID, IF_MATCH),
+    errors=WRITE_ERRORS,
+)
 async def delete(rule_id: str) -> Response:
     await visible_document(engine().alerts, rule_id, NOUN)
     author, expected = await delete_precondition()

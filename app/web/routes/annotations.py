@@ -11,6 +11,7 @@ from typing import Any
 
 from quart import Blueprint, Response, render_template, request
 
+from app.auth.access import ANNOTATE, READ
 from app.auth.guard import current_identity, require_device_visible
 from app.documents.annotations import AnnotationCreate, AnnotationUpdate, form_fields, parse_model
 from app.documents.versioned import Written, etag, expected_version
@@ -28,6 +29,7 @@ from app.web.routes.document_views import (
     slug_arg,
     visible_document,
 )
+from app.web.routing import ANN_ID, BODY_ERRORS, DEVICE, IF_MATCH, METRIC, WRITE_ERRORS, Param, also, route
 
 bp = Blueprint("annotations", __name__)
 
@@ -59,7 +61,20 @@ def _time_arg(name: str) -> int | None:
         raise BadRequest(f"query parameter {name!r}: {exc}", code="bad_query") from None
 
 
-@bp.get("/api/annotations")
+@route(
+    bp,
+    "GET",
+    "/api/annotations",
+    access=READ,
+    summary="List annotations",
+    tag="annotations",
+    params=(
+        DEVICE,
+        METRIC,
+        Param("since", type="integer", description="from this time (epoch ms)"),
+        Param("until", type="integer", description="up to this time (epoch ms)"),
+    ),
+)
 async def list_annotations() -> Response:
     eng = engine()
     device, metric, tag = slug_arg("device"), slug_arg("metric"), request.args.get("tag") or None
@@ -73,7 +88,18 @@ async def list_annotations() -> Response:
     return json_response({"annotations": found, "cursor": cursor}, headers={"Cache-Control": "no-store"})
 
 
-@bp.post("/api/annotations")
+@route(
+    bp,
+    "POST",
+    "/api/annotations",
+    access=ANNOTATE,
+    summary="Create an annotation",
+    tag="annotations",
+    description="201 with `id`, `version: 1`, ETag.",
+    body="AnnotationCreate",
+    ok=201,
+    errors=BODY_ERRORS,
+)
 async def create() -> Response:
     body, is_form = await json_or_form()
     if is_form:
@@ -84,7 +110,16 @@ async def create() -> Response:
     return await _written(await engine().annotations.create(data), 201)
 
 
-@bp.get("/api/annotations/<annotation_id>")
+@route(
+    bp,
+    "GET",
+    "/api/annotations/<annotation_id>",
+    access=READ,
+    summary="One annotation",
+    tag="annotations",
+    params=(ANN_ID,),
+    errors=(404, 410),
+)
 async def fetch(annotation_id: str) -> Response:
     doc = await live_document(engine().annotations, annotation_id, NOUN)
     if is_htmx():
@@ -92,12 +127,33 @@ async def fetch(annotation_id: str) -> Response:
     return doc_response(doc)
 
 
-@bp.get("/api/annotations/<annotation_id>/revisions")
+@route(
+    bp,
+    "GET",
+    "/api/annotations/<annotation_id>/revisions",
+    access=READ,
+    summary="An annotation's revisions",
+    tag="annotations",
+    params=(ANN_ID,),
+    errors=(404,),
+)
 async def revisions(annotation_id: str) -> Response:
     return await revisions_response(engine().annotations, annotation_id, NOUN)
 
 
-@bp.post("/api/annotations/<annotation_id>")
+@route(
+    bp,
+    "POST",
+    "/api/annotations/<annotation_id>",
+    access=ANNOTATE,
+    summary="Update an annotation",
+    tag="annotations",
+    description="With `version` (body) or If-Match: applied only if it matches, else 409 with the current "
+    "annotation. Without: last write wins.",
+    params=(ANN_ID, IF_MATCH),
+    body="AnnotationUpdate",
+    errors=WRITE_ERRORS,
+)
 async def update(annotation_id: str) -> Response:
     await visible_document(engine().annotations, annotation_id, NOUN)
     body, is_form = await json_or_form()
@@ -123,8 +179,27 @@ async def _conflict(mine: dict[str, Any], theirs: dict[str, Any]) -> Response:
     )
 
 
-@bp.post("/api/annotations/<annotation_id>/delete")
-@bp.delete("/api/annotations/<annotation_id>")
+@route(
+    bp,
+    "POST",
+    "/api/annotations/<annotation_id>/delete",
+    access=ANNOTATE,
+    summary="Delete an annotation",
+    tag="annotations",
+    description="Same version rules as an update.",
+    params=(ANN_ID, IF_MATCH),
+    body="Precondition",
+    errors=WRITE_ERRORS,
+)
+@also(
+    bp,
+    "DELETE",
+    "/api/annotations/<annotation_id>",
+    summary="Delete an annotation",
+    tag="annotations",
+    params=(ANN_ID, IF_MATCH),
+    errors=WRITE_ERRORS,
+)
 async def delete(annotation_id: str) -> Response:
     await visible_document(engine().annotations, annotation_id, NOUN)
     author, expected = await delete_precondition()

@@ -6,10 +6,12 @@ from typing import Any
 
 from quart import Blueprint, render_template
 
+from app.auth.access import READ
 from app.auth.guard import current_identity
 from app.lifespan import engine
 from app.web.routes.document_views import live_document
 from app.web.routes.page_context import firing, page_settings, rules_by_series
+from app.web.routing import ANN_ID, RULE_ID, route
 
 bp = Blueprint("dashboard", __name__)
 
@@ -34,7 +36,7 @@ async def _tiles_context() -> dict[str, Any]:
     }
 
 
-@bp.get("/")
+@route(bp, "GET", "/", access=READ, summary="The dashboard (HTML)", tag="pages", ok_type="text/html")
 async def index() -> str:
     eng = engine()
     context = await _tiles_context()
@@ -43,19 +45,41 @@ async def index() -> str:
     return await render_template("dashboard.html", notes=notes, room="dashboard", page=page_settings(eng), **context)
 
 
-@bp.get("/fragments/tiles")
+@route(
+    bp, "GET", "/fragments/tiles", access=READ, summary="The tiles fragment (htmx)", tag="pages", ok_type="text/html"
+)
 async def tiles() -> str:
     return await render_template("_tiles.html", **await _tiles_context())
 
 
-@bp.get("/fragments/note/<annotation_id>")
+@route(
+    bp,
+    "GET",
+    "/fragments/note/<annotation_id>",
+    access=READ,
+    summary="One annotation as a fragment (htmx)",
+    tag="pages",
+    ok_type="text/html",
+    params=(ANN_ID,),
+    errors=(404,),
+)
 async def note(annotation_id: str) -> str:
     """One note's list item, for a page that learns of it from an event."""
     doc = await live_document(engine().annotations, annotation_id, "annotation")
     return await render_template("_note.html", a=doc)
 
 
-@bp.get("/fragments/rule/<rule_id>")
+@route(
+    bp,
+    "GET",
+    "/fragments/rule/<rule_id>",
+    access=READ,
+    summary="One alert rule as a fragment (htmx)",
+    tag="pages",
+    ok_type="text/html",
+    params=(RULE_ID,),
+    errors=(404,),
+)
 async def rule(rule_id: str) -> str:
     """One alert rule's list item (summary and editor)."""
     doc = await live_document(engine().alerts, rule_id, "alert rule")

@@ -12,7 +12,9 @@ from typing import Any
 import orjson
 from quart import Blueprint, Quart, Response, current_app, render_template_string
 
+from app.auth.access import PUBLIC
 from app.web import openapi
+from app.web.routing import route
 
 bp = Blueprint("docs", __name__)
 
@@ -25,7 +27,8 @@ def document(app: Quart) -> dict[str, Any]:
     return doc
 
 
-@bp.get("/openapi.json")
+# Public: the API's description holds no data, and is how a newcomer learns to get a token.
+@route(bp, "GET", "/openapi.json", access=PUBLIC, summary="This document", tag="operations")
 async def openapi_json() -> Response:
     """The OpenAPI 3.1 document."""
     body = orjson.dumps(document(current_app._get_current_object()))  # type: ignore[attr-defined]
@@ -78,7 +81,9 @@ def _schema_name(schema: dict[str, Any]) -> str:
     return str(schema.get("type", ""))
 
 
-@bp.get("/docs")
+@route(
+    bp, "GET", "/docs", access=PUBLIC, summary="This document as an HTML page", tag="operations", ok_type="text/html"
+)
 async def docs_page() -> str:
     """The API reference as an HTML page (works offline)."""
     doc = document(current_app._get_current_object())  # type: ignore[attr-defined]
@@ -94,7 +99,9 @@ async def docs_page() -> str:
     )
 
 
-@bp.get("/docs.css")
+@route(
+    bp, "GET", "/docs.css", access=PUBLIC, summary="The docs page's stylesheet", tag="operations", ok_type="text/css"
+)
 async def docs_css() -> Response:
     """The docs page's stylesheet."""
     return Response(CSS, content_type="text/css; charset=utf-8", headers={"Cache-Control": "max-age=3600"})

@@ -15,10 +15,12 @@ import asyncio
 import orjson
 from quart import Blueprint, Response, request
 
+from app.auth.access import READ
 from app.auth.guard import visible_topics
 from app.events.event import Event, parse_event_id
 from app.lifespan import engine
 from app.web.bodies import float_arg, int_arg
+from app.web.routing import TOPICS, Param, route
 
 bp = Blueprint("events", __name__)
 
@@ -31,7 +33,24 @@ def _answer(events: list[bytes], cursor: str, reset: str | None = None) -> Respo
     return Response(body, content_type="application/json", headers={"Cache-Control": "no-store"})
 
 
-@bp.get("/api/events")
+@route(
+    bp,
+    "GET",
+    "/api/events",
+    access=READ,
+    summary="Poll the event log",
+    tag="events",
+    description="The polling view of the same log; `wait` makes it a long poll. An unknown or expired `since` "
+    "answers `reset: true` with a `reset` event, never an error.",
+    params=(
+        Param("since", description="id of the last event you have"),
+        TOPICS,
+        Param("wait", description="seconds to wait for an event (long poll)", type="number"),
+        Param("limit", description="most events to return", type="integer"),
+    ),
+    ok_schema="EventPage",
+    errors=(400,),
+)
 async def poll() -> Response:
     eng = engine()
     settings = eng.settings

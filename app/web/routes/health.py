@@ -8,17 +8,28 @@ import orjson
 from quart import Blueprint, Response
 from redis.exceptions import RedisError
 
+from app.auth.access import PUBLIC
 from app.lifespan import engine
+from app.web.routing import route
 
 bp = Blueprint("health", __name__)
 
 
-@bp.get("/healthz")
+# Public: liveness and readiness for load balancers.
+@route(bp, "GET", "/healthz", access=PUBLIC, summary="The process answers", tag="operations")
 async def healthz() -> Response:
     return Response(b'{"status":"ok"}', content_type="application/json")
 
 
-@bp.get("/readyz")
+@route(
+    bp,
+    "GET",
+    "/readyz",
+    access=PUBLIC,
+    summary="Redis answers and the event reader runs",
+    tag="operations",
+    errors=(503,),
+)
 async def readyz() -> Response:
     eng = engine()
     checks = {"redis": False, "reader": eng.broker.healthy.is_set()}

@@ -13,13 +13,14 @@ from __future__ import annotations
 import orjson
 from quart import Blueprint, Response, g, render_template, request
 
-from app.auth.access import Identity
+from app.auth.access import ANY, PUBLIC, Identity
 from app.auth.guard import CSRF_HEADER, current_identity, guard, safe_next, see_other
 from app.auth.sessions import COOKIE_NAME, SessionRecord
 from app.auth.tokens import looks_like_token
 from app.errors import BadRequest
 from app.services import services
 from app.settings import Settings
+from app.web.routing import Param, route
 
 bp = Blueprint("auth", __name__)
 
@@ -65,7 +66,19 @@ async def _exchange(token: str, next_path: str) -> Response:
     return response
 
 
-@bp.get("/login")
+# The way in is public (and needs no CSRF token: it is how a browser gets one); in and out do not count
+# against the write rate.
+@route(
+    bp,
+    "GET",
+    "/login",
+    access=PUBLIC,
+    summary="Login form, or exchange ?token= for a session cookie",
+    tag="auth",
+    ok_type="text/html",
+    params=(Param("token", description="a token (from a login link)"), Param("next", description="where to go")),
+    errors=(401,),
+)
 async def login_page() -> Response:
     next_path = safe_next(request.args.get("next", "/"))
     if not _settings().auth_on:
@@ -76,7 +89,19 @@ async def login_page() -> Response:
     return await _login_form(None, next_path, 200)
 
 
-@bp.post("/login")
+@route(
+    bp,
+    "POST",
+    "/login",
+    access=PUBLIC,
+    summary="Exchange a token (form field token) for a session cookie",
+    tag="auth",
+    ok=303,
+    ok_type="",
+    errors=(401,),
+    csrf_exempt=True,
+    rate_exempt=True,
+)
 async def login() -> Response:
     form = await request.form
     next_path = safe_next(form.get("next", "/"))
@@ -85,7 +110,17 @@ async def login() -> Response:
     return await _exchange((form.get("token") or "").strip(), next_path)
 
 
-@bp.post("/logout")
+@route(
+    bp,
+    "POST",
+    "/logout",
+    access=ANY,
+    summary="End the browser session",
+    tag="auth",
+    ok=303,
+    ok_type="",
+    rate_exempt=True,
+)
 async def logout() -> Response:
     identity = current_identity()
     if identity.session_id is not None:
@@ -112,7 +147,9 @@ def _describe(identity: Identity) -> dict[str, object]:
     }
 
 
-@bp.get("/api/session")
+@route(
+    bp, "GET", "/api/session", access=ANY, summary="Who the caller is (role, scope, expiry)", tag="auth", errors=(401,)
+)
 async def whoami() -> Response:
     body = _describe(current_identity())
     if current_identity().via_cookie:
@@ -120,7 +157,16 @@ async def whoami() -> Response:
     return Response(orjson.dumps(body), content_type="application/json", headers={"Cache-Control": "no-store"})
 
 
-@bp.post("/api/session/renew")
+@route(
+    bp,
+    "POST",
+    "/api/session/renew",
+    access=ANY,
+    summary="Renew the browser session",
+    tag="auth",
+    errors=(400, 401),
+    rate_exempt=True,
+)
 async def renew() -> Response:
     identity = current_identity()
     if identity.session_id is None:

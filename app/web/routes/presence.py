@@ -14,11 +14,13 @@ from typing import Any
 import orjson
 from quart import Blueprint, Response, request
 
+from app.auth.access import READ
 from app.auth.guard import require_room
 from app.errors import BadRequest, PayloadTooLarge
 from app.lifespan import engine
 from app.presence import ROOM_PATTERN, Heartbeat, Leave, parse_body, room_topic
 from app.web.bodies import json_or_form
+from app.web.routing import Param, route
 
 bp = Blueprint("presence", __name__)
 
@@ -45,7 +47,16 @@ async def presence_body() -> Any:
     return body
 
 
-@bp.post("/api/presence")
+@route(
+    bp,
+    "POST",
+    "/api/presence",
+    access=READ,
+    summary="Presence heartbeat",
+    tag="presence",
+    body="Heartbeat",
+    errors=(400, 415, 422, 503),
+)
 async def heartbeat() -> Response:
     eng = engine()
     beat = parse_body(Heartbeat, await presence_body())
@@ -66,7 +77,19 @@ async def heartbeat() -> Response:
     )
 
 
-@bp.post("/api/presence/leave")
+@route(
+    bp,
+    "POST",
+    "/api/presence/leave",
+    access=READ,
+    summary="Leave a room",
+    tag="presence",
+    body="Leave",
+    errors=(400, 415, 422, 503),
+    # Sent with navigator.sendBeacon, which cannot set headers: no CSRF token. Forging one needs the
+    # tab's random session id, and only ends that tab's presence early (its next heartbeat restores it).
+    csrf_exempt=True,
+)
 async def leave() -> Response:
     body = parse_body(Leave, await presence_body())
     require_room(body.room)
@@ -75,7 +98,16 @@ async def leave() -> Response:
     return json_response({"left": event_id is not None, "room": body.room, "id": event_id})
 
 
-@bp.get("/api/presence")
+@route(
+    bp,
+    "GET",
+    "/api/presence",
+    access=READ,
+    summary="Who is in a room",
+    tag="presence",
+    params=(Param("room", required=True, description="a room: dashboard, device/pump-1, ..."),),
+    errors=(400,),
+)
 async def snapshot() -> Response:
     room = request.args.get("room")
     if not room:

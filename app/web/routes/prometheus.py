@@ -13,7 +13,13 @@ bp = Blueprint("prometheus", __name__)
 
 
 @route(
-    bp, "GET", "/metrics", access=READ, summary="Prometheus metrics (all workers)", tag="operations", ok_type="text/plain"
+    bp,
+    "GET",
+    "/metrics",
+    access=READ,
+    summary="Prometheus metrics (all workers)",
+    tag="operations",
+    ok_type="text/plain",
 )
 async def metrics() -> Response:
     """Prometheus text: every worker's figures when PROMETHEUS_MULTIPROC_DIR is set."""

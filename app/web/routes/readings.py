@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from quart import Blueprint, Response, request
 
-from app.auth.access import Identity
+from app.auth.access import INGEST, READ, Identity
 from app.auth.guard import current_identity, require_devices
 from app.errors import BadRequest, Unprocessable
 from app.ingest.pipeline import ingest as ingest_readings
@@ -17,6 +17,7 @@ from app.lifespan import Engine, engine
 from app.ops import telemetry
 from app.storage.keyspace import series_id
 from app.web.bodies import int_arg, json_or_form
+from app.web.routing import BODY_ERRORS, DEVICE, METRIC, Param, route
 
 bp = Blueprint("metrics", __name__)
 
@@ -42,7 +43,21 @@ def _form_reading(form: dict[str, str | None]) -> dict[str, object]:
     return reading
 
 
-@bp.post("/api/metrics")
+@route(
+    bp,
+    "POST",
+    "/api/metrics",
+    access=INGEST,
+    summary="Ingest one reading or a batch",
+    tag="readings",
+    description="JSON (one object or a list) or a form. A batch is validated whole: all stored, or a 422 naming "
+    "each bad field (`3.value`).",
+    body="readings",
+    ok=202,
+    ok_schema="Accepted",
+    errors=BODY_ERRORS,
+    fast_path=True,  # JSON from a Bearer client: answered by app/ingest/fast_path.py, through accept_readings too
+)
 async def ingest() -> Response:
     # JSON bodies from Bearer clients (and everyone, with auth off) are
     # answered before Quart by ``fast_ingest``; forms, cookies and any
@@ -72,14 +87,32 @@ def _slug_arg(name: str) -> str | None:
     return value
 
 
-@bp.get("/api/metrics/latest")
+@route(
+    bp,
+    "GET",
+    "/api/metrics/latest",
+    access=READ,
+    summary="Latest value of every series",
+    tag="readings",
+    params=(DEVICE, METRIC),
+    errors=(400,),
+)
 async def latest() -> Response:
     items, cursor = await engine().series.latest(_slug_arg("device"), _slug_arg("metric"))
     items = [r for r in items if current_identity().sees_device(r["device"])]
     return json_response({"series": items, "cursor": cursor})
 
 
-@bp.get("/api/metrics/series")
+@route(
+    bp,
+    "GET",
+    "/api/metrics/series",
+    access=READ,
+    summary="Recent history of series",
+    tag="readings",
+    params=(DEVICE, METRIC, Param("limit", type="integer", description="points per series")),
+    errors=(400,),
+)
 async def series() -> Response:
     eng = engine()
     device, metric = _slug_arg("device"), _slug_arg("metric")

@@ -6,19 +6,30 @@ import re
 
 from quart import Blueprint, render_template
 
+from app.auth.access import READ
 from app.auth.guard import require_device_visible
 from app.errors import NotFound
 from app.ingest.readings import SLUG_PATTERN
 from app.lifespan import engine
 from app.storage.keyspace import series_id
 from app.web.routes.page_context import firing, page_settings
+from app.web.routing import Param, route
 
 bp = Blueprint("series_page", __name__)
 
 NOTES = 200
 
 
-@bp.get("/series/<device>/<metric>")
+@route(
+    bp,
+    "GET",
+    "/series/<device>/<metric>",
+    access=READ,
+    summary="One series' page (HTML)",
+    tag="pages",
+    ok_type="text/html",
+    params=(Param("device", "path", required=True), Param("metric", "path", required=True)),
+)
 async def series(device: str, metric: str) -> str:
     if not (re.match(SLUG_PATTERN, device) and re.match(SLUG_PATTERN, metric)):
         raise NotFound("no such series")

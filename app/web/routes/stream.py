@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 from quart import Blueprint, Response, request
 
+from app.auth.access import READ
 from app.auth.guard import visible_topics
 from app.errors import BadRequest, Unavailable
 from app.events.conflation import Skip
@@ -25,6 +26,7 @@ from app.events.sse import control_frame, jittered_retry
 from app.events.topics import TopicFilter
 from app.lifespan import Engine, engine
 from app.ops.logs import stream_ended
+from app.web.routing import TOPICS, Param, route
 
 bp = Blueprint("stream", __name__)
 
@@ -34,8 +36,48 @@ STREAM_HEADERS = {
     "Connection": "keep-alive",
 }
 
+LOG_EVENT_TYPES = ("metric", "annotation", "alert_rule", "alert", "presence")
+CONTROL_EVENT_TYPES = ("ready", "reset", "ping", "status", "bye")
 
-@bp.get("/api/stream")
+DESCRIPTION = f"""Server-Sent Events: the live view of the event log.
+
+Each log event is one SSE message: `id:` the event id, `event:` its type, `data:`
+the Event object as JSON (`format=json`, default) or a rendered HTML fragment
+(`format=html`, for htmx).
+
+Log event types: {", ".join(f"`{t}`" for t in LOG_EVENT_TYPES)}.
+
+Control events (not in the log): `ready` (first, `data: {{"cursor"}}`, its id is
+where the stream starts), `reset` (the Last-Event-ID is older than the kept log,
+or the log was lost: re-fetch snapshots, then continue), `ping` (every keep-alive
+interval, `data: {{"ts"}}`), `status` (`{{"state": "stale"|"live"}}` while storage
+is unreachable and back), `bye` (the server is shutting down; reconnect after the
+short `retry:`).
+
+Resume with the `Last-Event-ID` header (or `last_event_id=`): missed events are
+replayed first. A stream that stops reading is dropped as a slow consumer and
+resumes the same way. At the per-process stream limit the answer is 503 with
+Retry-After (use `/api/events`)."""
+
+
+@route(
+    bp,
+    "GET",
+    "/api/stream",
+    access=READ,
+    summary="Follow the event log (SSE)",
+    tag="events",
+    description=DESCRIPTION,
+    params=(
+        TOPICS,
+        Param("format", description="json (default) or html"),
+        Param("last_event_id", description="resume after this id (for clients that cannot set headers)"),
+        Param("Last-Event-ID", "header", "resume after this id"),
+    ),
+    ok_type="text/event-stream",
+    errors=(400, 503),
+    extra={"x-event-types": list(LOG_EVENT_TYPES), "x-control-event-types": list(CONTROL_EVENT_TYPES)},
+)
 async def stream() -> Response:
     eng = engine()
     fmt = request.args.get("format", "json")

@@ -15,27 +15,47 @@ from urllib.parse import quote
 import orjson
 from quart import Blueprint, Response, request
 
+from app.auth.access import ADMIN
 from app.auth.guard import current_identity, guard
 from app.auth.tokens import parse_create
 from app.errors import NotFound
 from app.web.bodies import int_arg, json_or_form
+from app.web.routing import Param, also, route
 
 bp = Blueprint("tokens", __name__)
 
 MAX_AUDIT = 1000
 NO_STORE = {"Cache-Control": "no-store"}
+TOKEN_ID = Param("token_id", "path", required=True)
 
 
 def _json(body: object, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status=status, content_type="application/json", headers=NO_STORE)
 
 
-@bp.get("/api/tokens")
+@route(
+    bp,
+    "GET",
+    "/api/tokens",
+    access=ADMIN,
+    summary="List tokens (admin; never a plaintext)",
+    tag="auth",
+    errors=(401, 403),
+)
 async def list_tokens() -> Response:
     return _json({"tokens": [r.public() for r in await guard().tokens.list()]})
 
 
-@bp.post("/api/tokens")
+@route(
+    bp,
+    "POST",
+    "/api/tokens",
+    access=ADMIN,
+    summary="Create a token (admin); its plaintext is answered once",
+    tag="auth",
+    ok=201,
+    errors=(400, 401, 403, 415, 422),
+)
 async def create() -> Response:
     body, is_form = await json_or_form()
     if is_form and isinstance(body, dict):
@@ -52,8 +72,25 @@ async def create() -> Response:
     return _json({**record.public(), "token": plaintext, "login_url": login_url}, status=201)
 
 
-@bp.post("/api/tokens/<token_id>/revoke")
-@bp.delete("/api/tokens/<token_id>")
+@route(
+    bp,
+    "POST",
+    "/api/tokens/<token_id>/revoke",
+    access=ADMIN,
+    summary="Revoke a token (admin); its streams end",
+    tag="auth",
+    params=(TOKEN_ID,),
+    errors=(401, 403, 404),
+)
+@also(
+    bp,
+    "DELETE",
+    "/api/tokens/<token_id>",
+    summary="Revoke a token (admin)",
+    tag="auth",
+    params=(TOKEN_ID,),
+    errors=(401, 403, 404),
+)
 async def revoke(token_id: str) -> Response:
     grd = guard()
     record = await grd.tokens.revoke(token_id)
@@ -63,7 +100,16 @@ async def revoke(token_id: str) -> Response:
     return _json({"revoked": record.id})
 
 
-@bp.get("/api/audit")
+@route(
+    bp,
+    "GET",
+    "/api/audit",
+    access=ADMIN,
+    summary="The audit log, newest first (admin): token changes, logins, refusals, writes to annotations and rules",
+    tag="auth",
+    params=(Param("limit", type="integer"),),
+    errors=(401, 403),
+)
 async def audit() -> Response:
     limit = int_arg("limit", 100, 1, MAX_AUDIT)
     return _json({"entries": await guard().audit.recent(limit)})

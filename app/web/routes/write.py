@@ -13,12 +13,14 @@ import zlib
 
 from quart import Blueprint, Response, request
 
+from app.auth.access import INGEST
 from app.auth.guard import require_devices
 from app.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from app.ingest import lineprotocol
 from app.ingest.pipeline import ingest
 from app.lifespan import engine
 from app.ops import telemetry
+from app.web.routing import BODY_ERRORS, Param, route
 
 bp = Blueprint("write", __name__)
 
@@ -35,7 +37,26 @@ def _inflate(raw: bytes, limit: int) -> bytes:
     return out
 
 
-@bp.post("/api/write")
+@route(
+    bp,
+    "POST",
+    "/api/write",
+    access=INGEST,
+    summary="Ingest InfluxDB line protocol (Telegraf)",
+    tag="readings",
+    description="`measurement[,tag=v] field=v[,field=v] [ts]`. The device tag (default `device`) names the device; "
+    "a field named `value` keeps the measurement as metric, another field `f` gives `measurement.f`; other tags "
+    "become tags; string and boolean fields are skipped. Validated whole; 400/422 name the line. Answers 204 with "
+    "X-Livedash-Accepted / X-Livedash-Skipped-Fields / X-Livedash-Cursor headers.",
+    params=(
+        Param("precision", description="timestamp unit: ns (default), us, ms, s"),
+        Param("db", description="ignored (Telegraf sends it)"),
+    ),
+    body="lines",
+    ok=204,
+    ok_type="",
+    errors=BODY_ERRORS,
+)
 async def write() -> Response:
     """Line protocol: each numeric field of each line becomes a reading."""
     eng = engine()
