@@ -29,20 +29,18 @@ import contextlib
 import hashlib
 import logging
 import random
-import re
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, StringConstraints, field_validator
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.errors import Unprocessable
 from app.events.event import ZERO_ID
-from app.ingest.readings import validation_detail
 from app.storage import lua as scripts
 from app.storage.keyspace import Keys
+from app.validation import parse_model, shaped
 
 log = logging.getLogger(__name__)
 
@@ -55,38 +53,26 @@ SESSION_PATTERN = r"^[A-Za-z0-9_.-]{8,64}$"
 USER_MAX = 64
 
 
-def _shaped(pattern: str, message: str) -> AfterValidator:
-    """A regex check whose error says what is expected, not the regex."""
-    compiled = re.compile(pattern)
-
-    def check(value: str) -> str:
-        if not compiled.fullmatch(value):
-            raise ValueError(message)
-        return value
-
-    return AfterValidator(check)
-
-
 Room = Annotated[
     str,
     StringConstraints(max_length=ROOM_MAX),
-    _shaped(ROOM_PATTERN, "must look like 'dashboard' or 'device:pump-1' (lowercase kind, optional ':slug')"),
+    shaped(ROOM_PATTERN, "must look like 'dashboard' or 'device:pump-1' (lowercase kind, optional ':slug')"),
 ]
 Session = Annotated[
     str,
     StringConstraints(max_length=64),
-    _shaped(SESSION_PATTERN, "must be 8 to 64 characters of [A-Za-z0-9_.-] (e.g. crypto.randomUUID())"),
+    shaped(SESSION_PATTERN, "must be 8 to 64 characters of [A-Za-z0-9_.-] (e.g. crypto.randomUUID())"),
 ]
 User = Annotated[
     str,
     StringConstraints(strip_whitespace=True, max_length=USER_MAX),
-    _shaped(r"^[^\x00-\x1f\x7f]+$", "must be one line of printable text"),
+    shaped(r"^[^\x00-\x1f\x7f]+$", "must be one line of printable text"),
 ]
 # "viewing", "editing:<annotation id>": the same shape as a room.
 State = Annotated[
     str,
     StringConstraints(max_length=ROOM_MAX),
-    _shaped(ROOM_PATTERN, "must look like 'viewing' or 'editing:<annotation id>'"),
+    shaped(ROOM_PATTERN, "must look like 'viewing' or 'editing:<annotation id>'"),
 ]
 
 # Sessions handled per room per sweep; the rest wait for the next sweep.
@@ -116,16 +102,8 @@ class Heartbeat(Leave):
         return "viewing" if value is None or (isinstance(value, str) and not value.strip()) else value
 
 
-M = TypeVar("M", bound=BaseModel)
-
-
-def parse_body(model: type[M], body: Any) -> M:
-    if not isinstance(body, dict):
-        raise Unprocessable("body must be an object")
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        raise Unprocessable(validation_detail(exc)) from None
+# The routes' name for it (app/web/routes/presence.py).
+parse_body = parse_model
 
 
 def tab_id(session: str) -> str:

@@ -23,12 +23,11 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from redis.asyncio import Redis
 
-from app.errors import Unprocessable
-from app.ingest.readings import SLUG_PATTERN, validation_detail
 from app.storage.keyspace import Keys
+from app.validation import Slug, parse_model
 
 TOKEN_PREFIX = "ldt_"
 TOKEN_ID_PATTERN = r"^[0-9a-f]{12}$"
@@ -44,7 +43,6 @@ class Role(StrEnum):
 
 
 Scope = Annotated[str, StringConstraints(pattern=SCOPE_PATTERN)]
-Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
 Name = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
 ]
@@ -93,12 +91,7 @@ def looks_like_token(value: str) -> bool:
 
 
 def parse_create(body: Any) -> TokenCreate:
-    if not isinstance(body, dict):
-        raise Unprocessable("body must be an object")
-    try:
-        return TokenCreate.model_validate(body)
-    except ValidationError as exc:
-        raise Unprocessable(validation_detail(exc)) from None
+    return parse_model(TokenCreate, body)
 
 
 class TokenStore:

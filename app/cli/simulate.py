@@ -17,7 +17,7 @@ from typing import TextIO
 import httpx
 
 from app.ingest.demo import default_signals
-from app.ingest.readings import now_ms
+from app.validation import now_ms
 
 MAX_BACKOFF = 30.0
 

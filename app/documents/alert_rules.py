@@ -23,9 +23,9 @@ from redis.asyncio import Redis
 
 from app.documents.versioned import VersionedScript, Written, new_id
 from app.events.event import ZERO_ID
-from app.ingest.readings import Slug
 from app.settings import Settings
 from app.storage.keyspace import Keys
+from app.validation import Slug
 
 FIELDS = ("name", "device", "metric", "op", "threshold", "hysteresis", "min_duration_ms", "enabled")
 IMMUTABLE = ("device", "metric")  # a different series is a different rule

@@ -11,14 +11,15 @@ from __future__ import annotations
 from typing import Annotated, Any, TypeVar
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 from redis.asyncio import Redis
 
 from app.documents.versioned import VersionedScript, Written, new_id
 from app.errors import Unprocessable
-from app.ingest.readings import Reading, Slug, now_ms, validation_detail
+from app.ingest.readings import Reading
 from app.settings import Settings
 from app.storage.keyspace import Keys
+from app.validation import Slug, now_ms
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -93,15 +94,6 @@ class Precondition(BaseModel):
 
     version: int | None = Field(None, ge=1)
     author: Author | None = None
-
-
-def parse_model(model: type[M], body: Any) -> M:
-    if not isinstance(body, dict):
-        raise Unprocessable("body must be a JSON object")
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        raise Unprocessable(validation_detail(exc)) from None
 
 
 def form_fields(form: dict[str, str | None], *, update: bool) -> dict[str, Any]:

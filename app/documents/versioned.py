@@ -24,8 +24,8 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from app.errors import ApiError, BadRequest, Conflict, NotFound, Unprocessable
-from app.ingest.readings import now_ms
 from app.storage import lua as scripts
+from app.validation import now_ms
 
 Mode = Literal["create", "update", "delete"]
 

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from redis.exceptions import RedisError
 
 from app.ingest.pipeline import ingest
-from app.ingest.readings import Reading, now_ms
+from app.ingest.readings import Reading
 from app.services import Services
 from app.storage import lua as scripts
+from app.validation import now_ms
 
 log = logging.getLogger(__name__)
 

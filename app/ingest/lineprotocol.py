@@ -28,7 +28,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.ingest.readings import Reading, now_ms, validation_detail
+from app.ingest.readings import Reading
+from app.validation import now_ms, validation_detail
 
 PRECISIONS: dict[str, tuple[int, int]] = {
     # precision: (multiply, divide) to get milliseconds

@@ -39,10 +39,11 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from app.ingest.pipeline import ingest
-from app.ingest.readings import Reading, validation_detail
+from app.ingest.readings import Reading
 from app.ops import telemetry
 from app.services import Services
 from app.storage import lua as scripts
+from app.validation import validation_detail
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from quart import Blueprint, Response, request
 from app.auth.access import ADMIN, READ
 from app.auth.guard import current_identity
 from app.documents.alert_rules import RuleCreate, RuleUpdate, rule_form_fields
-from app.documents.annotations import parse_model
+from app.validation import parse_model
 from app.documents.versioned import expected_version
 from app.lifespan import engine
 from app.web.bodies import json_or_form

@@ -13,10 +13,11 @@ from quart import Blueprint, Response, render_template, request
 
 from app.auth.access import ANNOTATE, READ
 from app.auth.guard import current_identity, require_device_visible
-from app.documents.annotations import AnnotationCreate, AnnotationUpdate, form_fields, parse_model
+from app.documents.annotations import AnnotationCreate, AnnotationUpdate, form_fields
 from app.documents.versioned import Written, etag, expected_version
 from app.errors import BadRequest, Conflict
 from app.ingest.readings import Reading
+from app.validation import parse_model
 from app.lifespan import engine
 from app.web.bodies import int_arg, json_or_form
 from app.web.routes.document_views import (

@@ -9,10 +9,10 @@ import orjson
 from quart import Response, request
 
 from app.auth.guard import current_identity
-from app.documents.annotations import Precondition, parse_model
+from app.documents.annotations import Precondition
 from app.documents.versioned import Gone, check_id, etag, expected_version
 from app.errors import BadRequest, NotFound
-from app.ingest.readings import SLUG_PATTERN
+from app.validation import SLUG_PATTERN, parse_model
 from app.web.bodies import json_or_form
 
 

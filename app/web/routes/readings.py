@@ -12,7 +12,8 @@ from app.auth.access import INGEST, READ, Identity
 from app.auth.guard import current_identity, require_devices
 from app.errors import BadRequest, Unprocessable
 from app.ingest.pipeline import ingest as ingest_readings
-from app.ingest.readings import SLUG_PATTERN, parse_readings
+from app.ingest.readings import parse_readings
+from app.validation import SLUG_PATTERN
 from app.lifespan import Engine, engine
 from app.ops import telemetry
 from app.storage.keyspace import series_id
