@@ -14,9 +14,9 @@ from quart import Blueprint, Response, request
 from app.auth.access import ADMIN, READ
 from app.auth.guard import current_identity
 from app.documents.alert_rules import RuleCreate, RuleUpdate, rule_form_fields
-from app.validation import parse_model
 from app.documents.versioned import expected_version
 from app.lifespan import engine
+from app.validation import parse_model
 from app.web.bodies import json_or_form
 from app.web.routes.document_views import (
     delete_precondition,

@@ -17,8 +17,8 @@ from app.documents.annotations import AnnotationCreate, AnnotationUpdate, form_f
 from app.documents.versioned import Written, etag, expected_version
 from app.errors import BadRequest, Conflict
 from app.ingest.readings import Reading
-from app.validation import parse_model
 from app.lifespan import engine
+from app.validation import parse_model
 from app.web.bodies import int_arg, json_or_form
 from app.web.routes.document_views import (
     delete_precondition,

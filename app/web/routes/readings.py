@@ -13,10 +13,10 @@ from app.auth.guard import current_identity, require_devices
 from app.errors import BadRequest, Unprocessable
 from app.ingest.pipeline import ingest as ingest_readings
 from app.ingest.readings import parse_readings
-from app.validation import SLUG_PATTERN
 from app.lifespan import Engine, engine
 from app.ops import telemetry
 from app.storage.keyspace import series_id
+from app.validation import SLUG_PATTERN
 from app.web.bodies import int_arg, json_or_form
 from app.web.routing import BODY_ERRORS, DEVICE, METRIC, Param, route
 

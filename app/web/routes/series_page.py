@@ -9,9 +9,9 @@ from quart import Blueprint, render_template
 from app.auth.access import READ
 from app.auth.guard import require_device_visible
 from app.errors import NotFound
-from app.validation import SLUG_PATTERN
 from app.lifespan import engine
 from app.storage.keyspace import series_id
+from app.validation import SLUG_PATTERN
 from app.web.routes.page_context import firing, page_settings
 from app.web.routing import Param, route
 
