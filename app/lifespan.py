@@ -33,7 +33,7 @@ from app.ops import gc_tuning, telemetry
 from app.ops.shutdown import hypercorn_shutdown_event, watch_shutdown
 from app.presence import PresenceStore, run_sweeper
 from app.series import SeriesStore
-from app.services import SLOT, Services, services, services_of
+from app.services import SLOT, Services
 from app.settings import Settings
 from app.storage.clients import command_client, reader_client
 from app.storage.embedded import EmbeddedServer
@@ -42,11 +42,6 @@ from app.storage.keyspace import Keys
 log = logging.getLogger(__name__)
 
 TASK_STOP_TIMEOUT = 5.0
-
-# Re-exported while the routes still say "engine"; see app/services.py.
-Engine = Services
-engine = services
-engine_of = services_of
 
 
 def redis_url(settings: Settings) -> str:

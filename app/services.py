@@ -62,11 +62,6 @@ class Services:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
-    @property
-    def broker(self) -> Hub:
-        """The hub, by its old name (the routes still use it)."""
-        return self.hub
-
 
 def services_of(app: Quart) -> Services:
     return app.extensions[SLOT]  # type: ignore[no-any-return]

@@ -15,7 +15,7 @@ from app.auth.access import ADMIN, READ
 from app.auth.guard import current_identity
 from app.documents.alert_rules import RuleCreate, RuleUpdate, rule_form_fields
 from app.documents.versioned import expected_version
-from app.lifespan import engine
+from app.services import services
 from app.validation import parse_model
 from app.web.bodies import json_or_form
 from app.web.routes.document_views import (
@@ -37,7 +37,7 @@ NOUN = "alert rule"
 @route(bp, "GET", "/api/alerts/rules", access=READ, summary="List alert rules", tag="alerts", params=(DEVICE, METRIC))
 async def list_rules() -> Response:
     device, metric = slug_arg("device"), slug_arg("metric")
-    rules, cursor = await engine().alerts.rules()
+    rules, cursor = await services().alerts.rules()
     rules = [r for r in rules if device in (None, r["device"]) and metric in (None, r["metric"])]
     rules = [r for r in rules if current_identity().sees_device(r["device"])]  # a scoped token's devices only
     return json_response({"rules": rules, "cursor": cursor}, headers={"Cache-Control": "no-store"})
@@ -45,7 +45,7 @@ async def list_rules() -> Response:
 
 @route(bp, "GET", "/api/alerts/state", access=READ, summary="Firing and resolved state of each rule", tag="alerts")
 async def states() -> Response:
-    rules, cursor = await engine().alerts.rules()
+    rules, cursor = await services().alerts.rules()
     found = {r["id"]: r["state"] for r in rules if current_identity().sees_device(r["device"])}
     return json_response({"states": found, "cursor": cursor}, headers={"Cache-Control": "no-store"})
 
@@ -66,7 +66,7 @@ async def create() -> Response:
     if is_form:
         body = rule_form_fields(body, update=False)
         body.pop("version", None)
-    written = await engine().alerts.create(parse_model(RuleCreate, body))
+    written = await services().alerts.create(parse_model(RuleCreate, body))
     return doc_response(written.doc, 201, f"/api/alerts/rules/{written.doc['id']}")
 
 
@@ -81,7 +81,7 @@ async def create() -> Response:
     errors=(404, 410),
 )
 async def fetch(rule_id: str) -> Response:
-    return doc_response(await live_document(engine().alerts, rule_id, NOUN))
+    return doc_response(await live_document(services().alerts, rule_id, NOUN))
 
 
 @route(
@@ -95,7 +95,7 @@ async def fetch(rule_id: str) -> Response:
     errors=(404,),
 )
 async def revisions(rule_id: str) -> Response:
-    return await revisions_response(engine().alerts, rule_id, NOUN)
+    return await revisions_response(services().alerts, rule_id, NOUN)
 
 
 @route(
@@ -111,13 +111,13 @@ async def revisions(rule_id: str) -> Response:
     errors=WRITE_ERRORS,
 )
 async def update(rule_id: str) -> Response:
-    await visible_document(engine().alerts, rule_id, NOUN)
+    await visible_document(services().alerts, rule_id, NOUN)
     body, is_form = await json_or_form()
     if is_form:
         body = rule_form_fields(body, update=True)
     patch = parse_model(RuleUpdate, body)
     expected = expected_version(patch.version, request.headers.get("If-Match"))
-    written = await engine().alerts.update(rule_id, patch, expected)
+    written = await services().alerts.update(rule_id, patch, expected)
     return doc_response(written.doc)
 
 
@@ -142,7 +142,7 @@ async def update(rule_id: str) -> Response:
     errors=WRITE_ERRORS,
 )
 async def delete(rule_id: str) -> Response:
-    await visible_document(engine().alerts, rule_id, NOUN)
+    await visible_document(services().alerts, rule_id, NOUN)
     author, expected = await delete_precondition()
-    written = await engine().alerts.delete(rule_id, expected, author)
+    written = await services().alerts.delete(rule_id, expected, author)
     return doc_response(written.doc)

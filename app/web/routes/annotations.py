@@ -17,7 +17,7 @@ from app.documents.annotations import AnnotationCreate, AnnotationUpdate, form_f
 from app.documents.versioned import Written, etag, expected_version
 from app.errors import BadRequest, Conflict
 from app.ingest.readings import Reading
-from app.lifespan import engine
+from app.services import services
 from app.validation import parse_model
 from app.web.bodies import int_arg, json_or_form
 from app.web.routes.document_views import (
@@ -77,14 +77,14 @@ def _time_arg(name: str) -> int | None:
     ),
 )
 async def list_annotations() -> Response:
-    eng = engine()
+    svc = services()
     device, metric, tag = slug_arg("device"), slug_arg("metric"), request.args.get("tag") or None
     start, end = _time_arg("from"), _time_arg("to")
     limit = int_arg("limit", 100, 1, MAX_LIST)
     # The cursor is taken first: a write racing this read is then replayed
     # to the client, never missed (its version tells the newer copy apart).
-    cursor = await eng.log.head()
-    found = await eng.annotations.search(device=device, metric=metric, start=start, end=end, tag=tag, limit=limit)
+    cursor = await svc.log.head()
+    found = await svc.annotations.search(device=device, metric=metric, start=start, end=end, tag=tag, limit=limit)
     found = [a for a in found if current_identity().sees_device(a["device"])]  # a scoped token's devices only
     return json_response({"annotations": found, "cursor": cursor}, headers={"Cache-Control": "no-store"})
 
@@ -108,7 +108,7 @@ async def create() -> Response:
         body.pop("version", None)  # an empty editor posts its (empty) version field
     data = parse_model(AnnotationCreate, body)
     require_device_visible(data.device)
-    return await _written(await engine().annotations.create(data), 201)
+    return await _written(await services().annotations.create(data), 201)
 
 
 @route(
@@ -122,7 +122,7 @@ async def create() -> Response:
     errors=(404, 410),
 )
 async def fetch(annotation_id: str) -> Response:
-    doc = await live_document(engine().annotations, annotation_id, NOUN)
+    doc = await live_document(services().annotations, annotation_id, NOUN)
     if is_htmx():
         return await _editor(doc)
     return doc_response(doc)
@@ -139,7 +139,7 @@ async def fetch(annotation_id: str) -> Response:
     errors=(404,),
 )
 async def revisions(annotation_id: str) -> Response:
-    return await revisions_response(engine().annotations, annotation_id, NOUN)
+    return await revisions_response(services().annotations, annotation_id, NOUN)
 
 
 @route(
@@ -156,14 +156,14 @@ async def revisions(annotation_id: str) -> Response:
     errors=WRITE_ERRORS,
 )
 async def update(annotation_id: str) -> Response:
-    await visible_document(engine().annotations, annotation_id, NOUN)
+    await visible_document(services().annotations, annotation_id, NOUN)
     body, is_form = await json_or_form()
     if is_form:
         body = form_fields(body, update=True)
     patch = parse_model(AnnotationUpdate, body)
     expected = expected_version(patch.version, request.headers.get("If-Match"))
     try:
-        written = await engine().annotations.update(annotation_id, patch, expected)
+        written = await services().annotations.update(annotation_id, patch, expected)
     except Conflict as exc:
         if is_htmx() and exc.code == "conflict":
             return await _conflict(body, exc.body["current"])
@@ -202,9 +202,9 @@ async def _conflict(mine: dict[str, Any], theirs: dict[str, Any]) -> Response:
     errors=WRITE_ERRORS,
 )
 async def delete(annotation_id: str) -> Response:
-    await visible_document(engine().annotations, annotation_id, NOUN)
+    await visible_document(services().annotations, annotation_id, NOUN)
     author, expected = await delete_precondition()
-    written = await engine().annotations.delete(annotation_id, expected, author)
+    written = await services().annotations.delete(annotation_id, expected, author)
     if is_htmx():
         return Response("", status=200, content_type="text/html; charset=utf-8")
     return doc_response(written.doc)

@@ -8,7 +8,7 @@ from quart import Blueprint, render_template
 
 from app.auth.access import READ
 from app.auth.guard import current_identity
-from app.lifespan import engine
+from app.services import services
 from app.web.routes.document_views import live_document
 from app.web.routes.page_context import firing, page_settings, rules_by_series
 from app.web.routing import ANN_ID, RULE_ID, route
@@ -20,13 +20,13 @@ RECENT_NOTES = 30
 
 
 async def _tiles_context() -> dict[str, Any]:
-    eng = engine()
-    cursor = await eng.log.head()  # first: every snapshot below is at least this new
-    series, _ = await eng.series.latest()
+    svc = services()
+    cursor = await svc.log.head()  # first: every snapshot below is at least this new
+    series, _ = await svc.series.latest()
     series = [r for r in series if current_identity().sees_device(r["device"])]  # a scoped token's tiles only
     ids = [f"{r['device']}/{r['metric']}" for r in series]
-    history, _ = await eng.series.history(ids, SPARK_POINTS)
-    rules, _ = await eng.alerts.rules()
+    history, _ = await svc.series.history(ids, SPARK_POINTS)
+    rules, _ = await svc.alerts.rules()
     return {
         "series": series,
         "history": history,
@@ -38,11 +38,11 @@ async def _tiles_context() -> dict[str, Any]:
 
 @route(bp, "GET", "/", access=READ, summary="The dashboard (HTML)", tag="pages", ok_type="text/html")
 async def index() -> str:
-    eng = engine()
+    svc = services()
     context = await _tiles_context()
-    notes = await eng.annotations.search(limit=RECENT_NOTES)
+    notes = await svc.annotations.search(limit=RECENT_NOTES)
     notes = [n for n in notes if current_identity().sees_device(n["device"])]
-    return await render_template("dashboard.html", notes=notes, room="dashboard", page=page_settings(eng), **context)
+    return await render_template("dashboard.html", notes=notes, room="dashboard", page=page_settings(svc), **context)
 
 
 @route(
@@ -65,7 +65,7 @@ async def tiles() -> str:
 )
 async def note(annotation_id: str) -> str:
     """One note's list item, for a page that learns of it from an event."""
-    doc = await live_document(engine().annotations, annotation_id, "annotation")
+    doc = await live_document(services().annotations, annotation_id, "annotation")
     return await render_template("_note.html", a=doc)
 
 
@@ -82,5 +82,5 @@ async def note(annotation_id: str) -> str:
 )
 async def rule(rule_id: str) -> str:
     """One alert rule's list item (summary and editor)."""
-    doc = await live_document(engine().alerts, rule_id, "alert rule")
+    doc = await live_document(services().alerts, rule_id, "alert rule")
     return await render_template("_rule.html", rule=doc)

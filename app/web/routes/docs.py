@@ -10,28 +10,29 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from quart import Blueprint, Quart, Response, current_app, render_template_string
+from quart import Blueprint, Response, current_app, render_template_string
 
 from app.auth.access import PUBLIC
+from app.services import services
 from app.web import openapi
 from app.web.routing import route
 
 bp = Blueprint("docs", __name__)
 
 
-def document(app: Quart) -> dict[str, Any]:
-    doc = app.extensions.get("livedash_openapi")
-    if doc is None:
+def document() -> dict[str, Any]:
+    svc = services()
+    if svc.openapi is None:
         # Built on first use: every blueprint is registered by then.
-        doc = app.extensions["livedash_openapi"] = openapi.build(app)
-    return doc
+        svc.openapi = openapi.build(current_app._get_current_object())  # type: ignore[attr-defined]
+    return svc.openapi
 
 
 # Public: the API's description holds no data, and is how a newcomer learns to get a token.
 @route(bp, "GET", "/openapi.json", access=PUBLIC, summary="This document", tag="operations")
 async def openapi_json() -> Response:
     """The OpenAPI 3.1 document."""
-    body = orjson.dumps(document(current_app._get_current_object()))  # type: ignore[attr-defined]
+    body = orjson.dumps(document())
     return Response(body, content_type="application/json", headers={"Cache-Control": "no-cache"})
 
 
@@ -86,7 +87,7 @@ def _schema_name(schema: dict[str, Any]) -> str:
 )
 async def docs_page() -> str:
     """The API reference as an HTML page (works offline)."""
-    doc = document(current_app._get_current_object())  # type: ignore[attr-defined]
+    doc = document()
     ops = [(path, method, op) for path, methods in doc["paths"].items() for method, op in methods.items()]
     tags = list(dict.fromkeys((op.get("tags") or ["other"])[0] for _, _, op in ops))
     return await render_template_string(

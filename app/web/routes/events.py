@@ -18,7 +18,7 @@ from quart import Blueprint, Response, request
 from app.auth.access import READ
 from app.auth.guard import visible_topics
 from app.events.event import Event, parse_event_id
-from app.lifespan import engine
+from app.services import services
 from app.web.bodies import float_arg, int_arg
 from app.web.routing import TOPICS, Param, route
 
@@ -52,14 +52,14 @@ def _answer(events: list[bytes], cursor: str, reset: str | None = None) -> Respo
     errors=(400,),
 )
 async def poll() -> Response:
-    eng = engine()
-    settings = eng.settings
+    svc = services()
+    settings = svc.settings
     topics = visible_topics(request.args.get("topics"))  # narrowed to the caller's scope
     wait = float_arg("wait", 0.0, 0.0, settings.long_poll_max_wait)
     limit = int_arg("limit", settings.poll_page_size, 1, settings.poll_page_size)
     since = request.args.get("since") or None
 
-    resume = await eng.log.resume_point(since)
+    resume = await svc.log.resume_point(since)
     if resume.reset is not None:
         marker = {
             "id": resume.after,
@@ -70,14 +70,14 @@ async def poll() -> Response:
         }
         return _answer([orjson.dumps(marker)], resume.after, resume.reset)
 
-    events, cursor = await eng.log.scan(resume.after, topics, limit)
+    events, cursor = await svc.log.scan(resume.after, topics, limit)
     if events or wait <= 0:
         return _answer([ev.json() for ev in events], cursor)
 
     # Long poll: subscribe first, then look again, so nothing falls in between.
-    sub = eng.broker.subscribe(topics, cancel_on_overflow=False)
+    sub = svc.hub.subscribe(topics, cancel_on_overflow=False)
     try:
-        events, cursor = await eng.log.scan(cursor, topics, limit)
+        events, cursor = await svc.log.scan(cursor, topics, limit)
         if events:
             return _answer([ev.json() for ev in events], cursor)
         upto = parse_event_id(cursor) or (0, 0)
@@ -97,4 +97,4 @@ async def poll() -> Response:
             cursor = fresh[-1].id
         return _answer([ev.json() for ev in fresh], cursor)
     finally:
-        eng.broker.unsubscribe(sub)
+        svc.hub.unsubscribe(sub)

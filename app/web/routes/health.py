@@ -9,7 +9,7 @@ from quart import Blueprint, Response
 from redis.exceptions import RedisError
 
 from app.auth.access import PUBLIC
-from app.lifespan import engine
+from app.services import services
 from app.web.routing import route
 
 bp = Blueprint("health", __name__)
@@ -31,10 +31,10 @@ async def healthz() -> Response:
     errors=(503,),
 )
 async def readyz() -> Response:
-    eng = engine()
-    checks = {"redis": False, "reader": eng.broker.healthy.is_set()}
+    svc = services()
+    checks = {"redis": False, "reader": svc.hub.healthy.is_set()}
     with contextlib.suppress(RedisError, OSError):
-        checks["redis"] = bool(await eng.redis.ping())
+        checks["redis"] = bool(await svc.redis.ping())
     ok = all(checks.values())
     body = {"status": "ok" if ok else "unavailable", "checks": checks}
     headers = {} if ok else {"Retry-After": "2"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.lifespan import Engine
+from app.services import Services
 
 
 def rules_by_series(rules: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -23,9 +23,9 @@ def firing(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rules if r.get("enabled", True) and (r.get("state") or {}).get("state") == "firing"]
 
 
-def page_settings(eng: Engine) -> dict[str, Any]:
+def page_settings(svc: Services) -> dict[str, Any]:
     """Timings the page's JavaScript paces itself by (data attributes on <body>)."""
-    s = eng.settings
+    s = svc.settings
     return {
         "keepalive_ms": int(s.keepalive_interval * 1000),
         "heartbeat_ms": int(s.presence_heartbeat_interval * 1000),

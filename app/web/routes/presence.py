@@ -17,8 +17,8 @@ from quart import Blueprint, Response, request
 from app.auth.access import READ
 from app.auth.guard import require_room
 from app.errors import BadRequest, PayloadTooLarge
-from app.lifespan import engine
 from app.presence import ROOM_PATTERN, Heartbeat, Leave, parse_body, room_topic
+from app.services import services
 from app.web.bodies import json_or_form
 from app.web.routing import Param, route
 
@@ -58,11 +58,11 @@ async def presence_body() -> Any:
     errors=(400, 415, 422, 503),
 )
 async def heartbeat() -> Response:
-    eng = engine()
+    svc = services()
     beat = parse_body(Heartbeat, await presence_body())
     require_room(beat.room)
-    result = await eng.presence.heartbeat(beat)
-    settings = eng.settings
+    result = await svc.presence.heartbeat(beat)
+    settings = svc.settings
     return json_response(
         {
             "action": result.action,
@@ -93,7 +93,7 @@ async def heartbeat() -> Response:
 async def leave() -> Response:
     body = parse_body(Leave, await presence_body())
     require_room(body.room)
-    event_id = await engine().presence.leave(body.room, body.session)
+    event_id = await services().presence.leave(body.room, body.session)
     # Leaving twice (or after expiry) is not an error: the page cannot know.
     return json_response({"left": event_id is not None, "room": body.room, "id": event_id})
 
@@ -115,4 +115,4 @@ async def snapshot() -> Response:
     if not re.fullmatch(ROOM_PATTERN, room):
         raise BadRequest("query parameter 'room' must look like 'dashboard' or 'device:pump-1'", code="bad_query")
     require_room(room)
-    return json_response(await engine().presence.snapshot(room))
+    return json_response(await services().presence.snapshot(room))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from quart import Blueprint, Response
 
 from app.auth.access import READ
-from app.lifespan import engine
 from app.ops import telemetry
+from app.services import services
 from app.web.routing import route
 
 bp = Blueprint("prometheus", __name__)
@@ -23,5 +23,5 @@ bp = Blueprint("prometheus", __name__)
 )
 async def metrics() -> Response:
     """Prometheus text: every worker's figures when PROMETHEUS_MULTIPROC_DIR is set."""
-    body = await telemetry.exposition(engine())
+    body = await telemetry.exposition(services())
     return Response(body, content_type=telemetry.CONTENT_TYPE, headers={"Cache-Control": "no-store"})

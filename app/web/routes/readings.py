@@ -13,8 +13,8 @@ from app.auth.guard import current_identity, require_devices
 from app.errors import BadRequest, Unprocessable
 from app.ingest.pipeline import ingest as ingest_readings
 from app.ingest.readings import parse_readings
-from app.lifespan import Engine, engine
 from app.ops import telemetry
+from app.services import Services, services
 from app.storage.keyspace import series_id
 from app.validation import SLUG_PATTERN
 from app.web.bodies import int_arg, json_or_form
@@ -66,18 +66,18 @@ async def ingest() -> Response:
     body, is_form = await json_or_form()
     if is_form:
         body = _form_reading(body)
-    return json_response(await accept_readings(engine(), body, current_identity()), status=202)
+    return json_response(await accept_readings(services(), body, current_identity()), status=202)
 
 
-async def accept_readings(eng: Engine, body: Any, identity: Identity) -> dict[str, Any]:
+async def accept_readings(svc: Services, body: Any, identity: Identity) -> dict[str, Any]:
     """A parsed body becomes stored readings (all of them, or none and a 4xx); the 202's body."""
     try:
-        readings = parse_readings(body, max_batch=eng.settings.max_batch)
+        readings = parse_readings(body, max_batch=svc.settings.max_batch)
     except Unprocessable:
         telemetry.INGEST_REJECTED.labels("http").inc()
         raise
     require_devices((r.device for r in readings), identity)
-    ids = await ingest_readings(eng, readings)
+    ids = await ingest_readings(svc, readings)
     return {"accepted": len(ids), "cursor": ids[-1]}
 
 
@@ -99,7 +99,7 @@ def _slug_arg(name: str) -> str | None:
     errors=(400,),
 )
 async def latest() -> Response:
-    items, cursor = await engine().series.latest(_slug_arg("device"), _slug_arg("metric"))
+    items, cursor = await services().series.latest(_slug_arg("device"), _slug_arg("metric"))
     items = [r for r in items if current_identity().sees_device(r["device"])]
     return json_response({"series": items, "cursor": cursor})
 
@@ -115,19 +115,19 @@ async def latest() -> Response:
     errors=(400,),
 )
 async def series() -> Response:
-    eng = engine()
+    svc = services()
     device, metric = _slug_arg("device"), _slug_arg("metric")
-    limit = int_arg("limit", eng.settings.history_size, 1, eng.settings.history_size)
+    limit = int_arg("limit", svc.settings.history_size, 1, svc.settings.history_size)
     ids = [
         sid
-        for sid in await eng.series.series_ids()
+        for sid in await svc.series.series_ids()
         if (device is None or sid.split("/")[0] == device)
         and (metric is None or sid.split("/")[1] == metric)
         and current_identity().sees_device(sid.split("/")[0])
     ][:MAX_SERIES_PER_QUERY]
     if device and metric and not ids and current_identity().sees_device(device):
         ids = [series_id(device, metric)]
-    points, cursor = await eng.series.history(ids, limit)
+    points, cursor = await svc.series.history(ids, limit)
     out = []
     for sid in ids:
         dev, _, met = sid.partition("/")

@@ -24,8 +24,8 @@ from app.events.hub import Reset
 from app.events.log import Resume
 from app.events.sse import control_frame, jittered_retry
 from app.events.topics import TopicFilter
-from app.lifespan import Engine, engine
 from app.ops.logs import stream_ended
+from app.services import Services, services
 from app.web.routing import TOPICS, Param, route
 
 bp = Blueprint("stream", __name__)
@@ -79,24 +79,24 @@ Retry-After (use `/api/events`)."""
     extra={"x-event-types": list(LOG_EVENT_TYPES), "x-control-event-types": list(CONTROL_EVENT_TYPES)},
 )
 async def stream() -> Response:
-    eng = engine()
+    svc = services()
     fmt = request.args.get("format", "json")
-    if fmt not in eng.encoders:
-        raise BadRequest(f"unknown format {fmt!r}: use one of {sorted(eng.encoders)}", code="bad_query")
+    if fmt not in svc.encoders:
+        raise BadRequest(f"unknown format {fmt!r}: use one of {sorted(svc.encoders)}", code="bad_query")
     # The requested topics narrowed to the caller's scope (and its stream limit checked).
     topics = visible_topics(request.args.get("topics"), stream=True)
-    if eng.broker.closing:
+    if svc.hub.closing:
         raise Unavailable("this server is shutting down; reconnect", code="shutting_down", headers={"Retry-After": "1"})
-    if len(eng.broker.subscriptions) >= eng.settings.max_streams:
+    if len(svc.hub.subscriptions) >= svc.settings.max_streams:
         raise Unavailable(
             "this server is at its stream limit; poll /api/events or retry",
             code="at_capacity",
             headers={"Retry-After": "5"},
         )
     last_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or None
-    resume = await eng.log.resume_point(last_id)
+    resume = await svc.log.resume_point(last_id)
     response = Response(
-        event_stream(eng, topics, fmt, resume),
+        event_stream(svc, topics, fmt, resume),
         content_type="text/event-stream; charset=utf-8",
         headers=STREAM_HEADERS,
     )
@@ -104,10 +104,10 @@ async def stream() -> Response:
     return response
 
 
-async def event_stream(eng: Engine, topics: TopicFilter, fmt: str, resume: Resume) -> AsyncIterator[bytes]:
-    settings = eng.settings
-    encode = eng.encoders[fmt]
-    broker = eng.broker
+async def event_stream(svc: Services, topics: TopicFilter, fmt: str, resume: Resume) -> AsyncIterator[bytes]:
+    settings = svc.settings
+    encode = svc.encoders[fmt]
+    hub = svc.hub
     retry = jittered_retry(settings.retry_ms, settings.retry_jitter_ms)
     if resume.reset:
         yield control_frame("reset", {"reason": resume.reset, "cursor": resume.after}, resume.after, retry)
@@ -117,11 +117,11 @@ async def event_stream(eng: Engine, topics: TopicFilter, fmt: str, resume: Resum
     # Replay from the log page by page, then subscribe and catch up once more:
     # the live queue only has to hold what arrives during that last read.
     sent = 0
-    log = LogReplay(eng, topics, fmt, resume.after)
+    log = LogReplay(svc, topics, fmt, resume.after)
     async for chunk in log.chunks():
         sent += len(chunk)
         yield chunk
-    sub = broker.subscribe(topics)
+    sub = hub.subscribe(topics)
     try:
         async for chunk in log.chunks():
             sent += len(chunk)
@@ -153,21 +153,21 @@ async def event_stream(eng: Engine, topics: TopicFilter, fmt: str, resume: Resum
             # A short retry: the client should come straight back (to another worker or the new release).
             yield control_frame("bye", {"reason": "shutdown"}, retry=jittered_retry(250, 1000))
     finally:
-        broker.unsubscribe(sub)
+        hub.unsubscribe(sub)
         stream_ended(sub.reason, sent)  # the close reason and size for the stream's log line
 
 
 class LogReplay:
     """Matching events after ``cursor``, read from the log a page at a time."""
 
-    def __init__(self, eng: Engine, topics: TopicFilter, fmt: str, cursor: str) -> None:
-        self.eng, self.topics, self.fmt, self.cursor = eng, topics, fmt, cursor
+    def __init__(self, svc: Services, topics: TopicFilter, fmt: str, cursor: str) -> None:
+        self.svc, self.topics, self.fmt, self.cursor = svc, topics, fmt, cursor
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        encode = self.eng.encoders[self.fmt]
-        page = self.eng.settings.replay_page_size
+        encode = self.svc.encoders[self.fmt]
+        page = self.svc.settings.replay_page_size
         while True:
-            batch = await self.eng.log.read_after(self.cursor, page)
+            batch = await self.svc.log.read_after(self.cursor, page)
             if not batch:
                 return
             self.cursor = batch[-1].id

@@ -18,8 +18,8 @@ from app.auth.guard import require_devices
 from app.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from app.ingest import lineprotocol
 from app.ingest.pipeline import ingest
-from app.lifespan import engine
 from app.ops import telemetry
+from app.services import services
 from app.web.routing import BODY_ERRORS, Param, route
 
 bp = Blueprint("write", __name__)
@@ -59,8 +59,8 @@ def _inflate(raw: bytes, limit: int) -> bytes:
 )
 async def write() -> Response:
     """Line protocol: each numeric field of each line becomes a reading."""
-    eng = engine()
-    settings = eng.settings
+    svc = services()
+    settings = svc.settings
     if request.mimetype == "application/json":
         raise UnsupportedMediaType("this is the line-protocol endpoint; POST JSON readings to /api/metrics")
     precision = request.args.get("precision") or "ns"
@@ -97,7 +97,7 @@ async def write() -> Response:
             f"batch too large: {len(batch.readings)} readings, at most {settings.max_batch}", code="batch_too_large"
         )
     require_devices(r.device for r in batch.readings)  # a device token writes only for its own devices
-    ids = await ingest(eng, batch.readings, source="line")
+    ids = await ingest(svc, batch.readings, source="line")
     headers = {
         "X-Livedash-Accepted": str(len(ids)),
         "X-Livedash-Skipped-Fields": str(batch.skipped_fields),
