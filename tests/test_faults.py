@@ -140,22 +140,40 @@ async def test_sigterm_ends_streams_with_a_retry_hint(start_server: Callable[...
     wait_until(lambda: server.proc is None or server.proc.poll() is not None, 10, what="server exit")
 
 
+def unread_by_server(server_port: int, client_port: int) -> int | None:
+    """Bytes of our loopback connection the server has not read yet (the kernel's
+    receive queue of its end, from /proc/net/tcp); None while there is no such socket."""
+    here = f"0100007F:{server_port:04X}"
+    there = f"0100007F:{client_port:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == here and fields[2] == there:
+            return int(fields[4].split(":")[1], 16)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux's /proc/net/tcp")
 async def test_sigterm_during_a_post_completes_it(
     start_server: Callable[..., AppServer], sync_client: sync_redis.Redis, key_prefix: str
 ) -> None:
     server = start_server()
     body = b'{"device": "late", "metric": "m", "value": 5, "ts": %d}' % TS
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
-        conn.sendall(
-            b"POST /api/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body) + body[:10]
-        )
-        time.sleep(0.3)  # the request is in flight: headers and part of the body are in
-        assert server.proc is not None
-        server.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
-        conn.sendall(body[10:])
-        response = conn.recv(4096)
+    async with open_stream(server.url) as stream:
+        await stream.next()  # ready: the stream tells us below when the worker starts shutting down
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+            conn.sendall(
+                b"POST /api/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body) + body[:10]
+            )
+            # The request is in flight: the worker accepted it and read the headers and part of the body.
+            client_port = conn.getsockname()[1]
+            wait_until(lambda: unread_by_server(server.port, client_port) == 0, 10, what="the server to read it")
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGTERM)
+            # The worker has seen the shutdown: it ends its streams with `bye`.
+            await stream.take(1, types={"bye"}, within=5)
+            conn.sendall(body[10:])
+            response = conn.recv(4096)
     assert response.startswith(b"HTTP/1.1 202"), response
     assert b"late/m" in latest_values(sync_client, key_prefix)
 

@@ -274,9 +274,13 @@ async def test_many_sweepers_and_leaves_emit_each_leave_once(
         explicit = sessions[::3]
 
         async def sweep_until_empty(store: PresenceStore) -> None:
-            while sync_client.exists(eng.keys.presence_expiry(ROOM)):
+            async def swept() -> bool:
+                # Each store sweeps on its own short tick (as the app's sweeper
+                # loop does), racing the others, until nothing is left to expire.
                 await store.sweep_once()
-                await asyncio.sleep(0.01)
+                return not sync_client.exists(eng.keys.presence_expiry(ROOM))
+
+            await async_wait_until(swept, within=10, interval=0.01, what="nothing left to expire")
 
         leaves = [store.leave(ROOM, s) for s in explicit for store in stores]
         results = await asyncio.wait_for(asyncio.gather(*leaves, *(sweep_until_empty(st) for st in stores)), 10)
@@ -343,7 +347,10 @@ async def test_two_processes_join_refresh_leave_and_expiry_on_the_stream(
             while True:
                 await beat((to_a, to_b)[sent % 2], bob, "bob")
                 sent += 1
-                await asyncio.sleep(0.3)  # the page's heartbeat interval
+                # Paces the producer, waits on nothing: the page heartbeats on
+                # this interval, and the test is that beats at that pace (to
+                # either process) keep the tab alive past TTL + grace.
+                await asyncio.sleep(0.3)  # the page's heartbeat interval (E2E_ENV)
 
         tab = asyncio.create_task(bob_tab())
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import socket
 import subprocess
@@ -176,11 +177,23 @@ async def test_alternating_stream_and_poll_loses_nothing(server: AppServer) -> N
     assert collected == sent
 
 
+async def streams_open(client: httpx.AsyncClient) -> float | None:
+    """The server's ``livedash_streams_open`` (open streams and waiting long polls), from /metrics."""
+    text = (await client.get("/metrics")).text
+    match = re.search(r"^livedash_streams_open (\S+)$", text, re.M)
+    return float(match.group(1)) if match else None
+
+
 async def test_long_poll_answers_when_an_event_arrives(server: AppServer) -> None:
     cursor = httpx.get(server.url + "/api/events").json()["cursor"]
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
         waiting = asyncio.create_task(client.get("/api/events", params={"since": cursor, "wait": "20"}))
-        await asyncio.sleep(0.3)  # let the poll reach the server; the assertion below does not depend on it
+
+        async def poll_waits() -> bool:
+            return await streams_open(client) == 1
+
+        # The poll is subscribed and waiting, so the event below arrives during the wait, not before it.
+        await async_wait_until(poll_waits, within=10, what="the long poll to wait on the server")
         assert not waiting.done()
         ids = await asyncio.to_thread(post_readings, server.url, [9.0])
         response = await asyncio.wait_for(waiting, 10)
