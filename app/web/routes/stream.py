@@ -5,27 +5,20 @@ A stream starts with a ``retry:`` hint (jittered per connection) and a
 event yet resumes from the right place. With ``Last-Event-ID`` (header) or
 ``last_event_id`` (query) it first replays what was missed from the log, or
 sends ``reset`` when that is older than the kept history. Then it follows the
-broker: everything pending is written as one chunk. A named ``ping`` event
-(and a comment) goes out every keep-alive interval.
+hub: everything pending is written as one chunk (``app/events/drain.py``
+writes the stream; this module decides whether it may open). A named
+``ping`` event (and a comment) goes out every keep-alive interval.
 """
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator
 
 from quart import Blueprint, Response, request
 
 from app.auth.access import READ
 from app.auth.guard import visible_topics
 from app.errors import BadRequest, Unavailable
-from app.events.conflation import Skip
-from app.events.event import Event, parse_event_id
-from app.events.hub import Reset
-from app.events.log import Resume
-from app.events.sse import control_frame, jittered_retry
-from app.events.topics import TopicFilter
-from app.ops.logs import stream_ended
-from app.services import Services, services
+from app.events.drain import event_stream
+from app.services import services
 from app.web.routing import TOPICS, Param, route
 
 bp = Blueprint("stream", __name__)
@@ -102,77 +95,3 @@ async def stream() -> Response:
     )
     response.timeout = None  # a stream lives until the client or the server ends it
     return response
-
-
-async def event_stream(svc: Services, topics: TopicFilter, fmt: str, resume: Resume) -> AsyncIterator[bytes]:
-    settings = svc.settings
-    encode = svc.encoders[fmt]
-    hub = svc.hub
-    retry = jittered_retry(settings.retry_ms, settings.retry_jitter_ms)
-    if resume.reset:
-        yield control_frame("reset", {"reason": resume.reset, "cursor": resume.after}, resume.after, retry)
-    else:
-        yield control_frame("ready", {"cursor": resume.after}, resume.after, retry)
-
-    # Replay from the log page by page, then subscribe and catch up once more:
-    # the live queue only has to hold what arrives during that last read.
-    sent = 0
-    log = LogReplay(svc, topics, fmt, resume.after)
-    async for chunk in log.chunks():
-        sent += len(chunk)
-        yield chunk
-    sub = hub.subscribe(topics)
-    try:
-        async for chunk in log.chunks():
-            sent += len(chunk)
-            yield chunk
-        upto = parse_event_id(log.cursor) or (0, 0)
-        while True:
-            await sub.wait()
-            if sub.closed:
-                break
-            parts = []
-            for item in sub.drain():
-                if isinstance(item, Event):
-                    if item.key <= upto:
-                        continue
-                    upto = item.key
-                    parts.append(item.frame(fmt, encode))
-                elif isinstance(item, Skip):
-                    parts.append(item.frame())
-                elif isinstance(item, Reset):
-                    upto = item.key
-                    parts.append(item.frame)
-                else:
-                    parts.append(item)
-            if parts:
-                chunk = b"".join(parts)
-                sent += len(chunk)
-                yield chunk
-        if sub.reason == "shutdown":
-            # A short retry: the client should come straight back (to another worker or the new release).
-            yield control_frame("bye", {"reason": "shutdown"}, retry=jittered_retry(250, 1000))
-    finally:
-        hub.unsubscribe(sub)
-        stream_ended(sub.reason, sent)  # the close reason and size for the stream's log line
-
-
-class LogReplay:
-    """Matching events after ``cursor``, read from the log a page at a time."""
-
-    def __init__(self, svc: Services, topics: TopicFilter, fmt: str, cursor: str) -> None:
-        self.svc, self.topics, self.fmt, self.cursor = svc, topics, fmt, cursor
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        encode = self.svc.encoders[self.fmt]
-        page = self.svc.settings.replay_page_size
-        while True:
-            batch = await self.svc.log.read_after(self.cursor, page)
-            if not batch:
-                return
-            self.cursor = batch[-1].id
-            chunk = b"".join(ev.frame(self.fmt, encode) for ev in batch if self.topics.matches(ev.topic))
-            if chunk:
-                yield chunk
-            if len(batch) < page:
-                return
