@@ -220,7 +220,7 @@ async def test_two_processes_ingesting_one_series_emit_each_transition_once(
                 return None
             return [(e["data"]["state"], e["data"]["value"]) for e in body["events"] if e["type"] == "alert"]
 
-        found = await async_wait_until(alerts, within=5, what="all metric events")
+        found = await async_wait_until(alerts, timeout=5, what="all metric events")
         assert found == [("firing", 85), ("resolved", 74), ("firing", 90), ("resolved", 60)]
         state = (await http.get(servers[1].url + "/api/alerts/state")).json()["states"]
         assert [s["state"] for s in state.values()] == ["ok"]

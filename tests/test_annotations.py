@@ -378,6 +378,6 @@ async def test_polling_view_shows_the_same_writes(server: AppServer) -> None:
             found = [e for e in body["events"] if e["type"] == "annotation"]
             return found if len(found) == 2 else None
 
-        found = await async_wait_until(two, within=5, what="two annotation events")
+        found = await async_wait_until(two, timeout=5, what="two annotation events")
         assert found is not None
         assert [e["data"]["annotation"]["version"] for e in found] == [1, 2]

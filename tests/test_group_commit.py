@@ -32,7 +32,7 @@ async def until(condition: Callable[[], bool], what: str) -> None:
     async def check() -> bool:
         return condition()
 
-    await async_wait_until(check, within=5, interval=0.001, what=what)
+    await async_wait_until(check, timeout=5, interval=0.001, what=what)
 
 
 def queued(group: GroupCommit[int, str]) -> int:

@@ -107,7 +107,7 @@ async def test_bridge_stores_each_message_once_across_workers(
     try:
         await async_wait_until(
             lambda: _async(metric(server.url, "livedash_mqtt_connected") == 1),
-            within=20,
+            timeout=20,
             what="the MQTT bridge to connect",
         )
         async with aiomqtt.Client(MQTT_HOST, MQTT_PORT, identifier=f"{prefix}-pub") as publisher:
@@ -124,11 +124,11 @@ async def test_bridge_stores_each_message_once_across_workers(
             return {s["metric"]: s["value"] for s in series}
 
         await async_wait_until(
-            lambda: _async(latest() == {"temperature": 72.0, "rpm": 1480.0}), within=15, what="readings from MQTT"
+            lambda: _async(latest() == {"temperature": 72.0, "rpm": 1480.0}), timeout=15, what="readings from MQTT"
         )
         await async_wait_until(
             lambda: _async(metric(server.url, 'livedash_ingest_rejected_total{source="mqtt"}') == 2),
-            within=10,
+            timeout=10,
             what="two rejected messages counted",
         )
         history = httpx.get(server.url + "/api/metrics/series", params={"device": "pump-1"}).json()["series"]

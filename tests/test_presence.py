@@ -249,10 +249,10 @@ async def test_late_heartbeats_within_grace_never_flap(
 
     assert (await (await fast_client.post("/api/presence", json=beat)).get_json())["action"] == "join"
     for _ in range(3):
-        await async_wait_until(late, within=3, what="the heartbeat to be late")
+        await async_wait_until(late, timeout=3, what="the heartbeat to be late")
         assert (await (await fast_client.post("/api/presence", json=beat)).get_json())["action"] == "refresh"
     # Silence past TTL + grace: the sweeper turns it into exactly one leave.
-    await async_wait_until(expired, within=5, what="the expiry leave")
+    await async_wait_until(expired, timeout=5, what="the expiry leave")
     assert [brief(d) for d in logged(sync_client, key_prefix)] == [
         ("join", tab_id(s), "ana", "viewing", 1, None),
         ("leave", tab_id(s), "ana", "viewing", 0, "expired"),
@@ -280,7 +280,7 @@ async def test_many_sweepers_and_leaves_emit_each_leave_once(
                 await store.sweep_once()
                 return not sync_client.exists(eng.keys.presence_expiry(ROOM))
 
-            await async_wait_until(swept, within=10, interval=0.01, what="nothing left to expire")
+            await async_wait_until(swept, timeout=10, interval=0.01, what="nothing left to expire")
 
         leaves = [store.leave(ROOM, s) for s in explicit for store in stores]
         results = await asyncio.wait_for(asyncio.gather(*leaves, *(sweep_until_empty(st) for st in stores)), 10)
@@ -358,7 +358,7 @@ async def test_two_processes_join_refresh_leave_and_expiry_on_the_stream(
             async def outlived() -> bool:
                 return sent >= 8  # 2.4 s of heartbeats against a 1.5 s life
 
-            await async_wait_until(outlived, within=10, what="bob's heartbeats")
+            await async_wait_until(outlived, timeout=10, what="bob's heartbeats")
         finally:
             tab.cancel()
             await asyncio.gather(tab, return_exceptions=True)

@@ -193,7 +193,7 @@ async def test_long_poll_answers_when_an_event_arrives(server: AppServer) -> Non
             return await streams_open(client) == 1
 
         # The poll is subscribed and waiting, so the event below arrives during the wait, not before it.
-        await async_wait_until(poll_waits, within=10, what="the long poll to wait on the server")
+        await async_wait_until(poll_waits, timeout=10, what="the long poll to wait on the server")
         assert not waiting.done()
         ids = await asyncio.to_thread(post_readings, server.url, [9.0])
         response = await asyncio.wait_for(waiting, 10)
@@ -284,7 +284,7 @@ async def test_shutdown_ends_open_streams(start_server: Callable[..., AppServer]
                 event = await stream.next(within=10)
                 if event.event == "bye":
                     raise StopAsyncIteration
-        await async_wait_until(lambda: _done(stopping), within=15, what="server to exit")
+        await async_wait_until(lambda: _done(stopping), timeout=15, what="server to exit")
 
 
 async def _done(task: asyncio.Task[Any]) -> bool:
