@@ -7,16 +7,24 @@
     ├── NotFound              404 not_found
     ├── RequestTimeout        408 request_timeout  (the body did not arrive in time)
     ├── Conflict              409 conflict         (a version check failed)
+    ├── Gone                  410 gone             (the document was deleted; its tombstone in the body)
     ├── PayloadTooLarge       413 too_large
     ├── UnsupportedMediaType  415 unsupported_media_type
     ├── Unprocessable         422 invalid          (well-formed, but wrong)
     ├── TooManyRequests       429 rate_limited     (with Retry-After)
     └── Unavailable           503 unavailable      (Redis down, at capacity)
 
-``register(app)`` installs the handler that turns any of them, Werkzeug's
-HTTP exceptions and Redis connection failures into ``{"error", "detail"}``
-JSON for ``/api`` (and any client that asks for JSON), or a small HTML page
-otherwise. Bad input never becomes a 500.
+``register(app)`` installs the one handler that turns any of them, Werkzeug's
+HTTP exceptions and Redis connection failures into an answer:
+
+- an htmx request (``HX-Request``): an HTML fragment (``fragments/error.html``)
+  that the page shows in place, carrying the code and status as data
+  attributes;
+- ``/api`` (and any client that asks for JSON): ``{"error", "detail"}`` JSON,
+  plus any extra fields the error carries (``current`` on a 409 or 410);
+- otherwise a small HTML page that loads no live client.
+
+Bad input never becomes a 500.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from quart import Quart, Response, current_app, render_template, request
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
+
+from app.web.htmx import is_htmx
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +85,12 @@ class RequestTimeout(ApiError):
 
 class Conflict(ApiError):
     status, code = 409, "conflict"
+
+
+class Gone(ApiError):
+    """The document was deleted; its tombstone answers instead of a resurrection."""
+
+    status, code = 410, "gone"
 
 
 class PayloadTooLarge(ApiError):
@@ -130,9 +146,21 @@ def storage_unavailable() -> Unavailable:
     return Unavailable("storage is unreachable; nothing was stored, retry shortly", headers={"Retry-After": "2"})
 
 
+def detail_text(detail: Any) -> str:
+    """``detail`` for people: a list of field errors as ``field: error; ...``."""
+    if isinstance(detail, list):
+        return "; ".join(
+            f"{item.get('field')}: {item.get('error')}" if isinstance(item, dict) else str(item) for item in detail
+        )
+    return "" if detail is None else str(detail)
+
+
 async def render_error(error: ApiError) -> Response:
     headers = dict(error.headers)
-    if wants_json():
+    if is_htmx():
+        html = await render_template("fragments/error.html", error=error, detail=detail_text(error.detail))
+        response = Response(html, status=error.status, content_type="text/html; charset=utf-8")
+    elif wants_json():
         response = Response(json_body(error), status=error.status, content_type="application/json")
     else:
         # The page shell (base.html) expects page context; an error page has none of its own.

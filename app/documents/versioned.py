@@ -23,7 +23,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from app.errors import ApiError, BadRequest, Conflict, NotFound, Unprocessable
+from app.errors import ApiError, BadRequest, Conflict, Gone, NotFound, Unprocessable
 from app.storage import lua as scripts
 from app.validation import now_ms
 
@@ -31,12 +31,6 @@ Mode = Literal["create", "update", "delete"]
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ETAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
-
-
-class Gone(ApiError):
-    """The document was deleted; its tombstone answers instead of a resurrection."""
-
-    status, code = 410, "gone"
 
 
 def new_id() -> str:

@@ -6,6 +6,7 @@ as well, because htmx forms post forms.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -13,6 +14,7 @@ from quart import request
 
 from app.errors import BadRequest, UnsupportedMediaType
 from app.events.topics import MAX_STARS_PER_PATTERN, TopicFilter
+from app.validation import SLUG_PATTERN
 
 MAX_TOPIC_PATTERNS = 64
 MAX_TOPIC_LENGTH = 200
@@ -57,6 +59,22 @@ def topic_filter(value: str | None) -> TopicFilter:
                 f"topic pattern {pattern[:40]!r} has more than {MAX_STARS_PER_PATTERN} '*' wildcards", code="bad_topics"
             )
     return TopicFilter(patterns)
+
+
+async def optional_body() -> tuple[Any, bool]:
+    """A body that may be absent altogether (curl -X DELETE, an htmx button): ``{}`` then."""
+    if not request.content_length and not request.mimetype:
+        return {}, False
+    if request.mimetype in ("application/json", "") and request.content_length == 0:
+        return {}, False
+    return await json_or_form()
+
+
+def slug_arg(name: str) -> str | None:
+    value = request.args.get(name) or None
+    if value is not None and not re.match(SLUG_PATTERN, value):
+        raise BadRequest(f"query parameter {name!r} must be a slug ([A-Za-z0-9_.-], up to 64)", code="bad_query")
+    return value
 
 
 def int_arg(name: str, default: int, lo: int, hi: int) -> int:

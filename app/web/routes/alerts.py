@@ -17,14 +17,13 @@ from app.documents.alert_rules import RuleCreate, RuleUpdate, rule_form_fields
 from app.documents.versioned import expected_version
 from app.services import services
 from app.validation import parse_model
-from app.web.bodies import json_or_form
+from app.web.bodies import json_or_form, slug_arg
+from app.web.responses import NO_STORE, json_response
 from app.web.routes.document_views import (
     delete_precondition,
     doc_response,
-    json_response,
     live_document,
     revisions_response,
-    slug_arg,
     visible_document,
 )
 from app.web.routing import BODY_ERRORS, DEVICE, IF_MATCH, METRIC, RULE_ID, WRITE_ERRORS, also, route
@@ -40,14 +39,14 @@ async def list_rules() -> Response:
     rules, cursor = await services().alerts.rules()
     rules = [r for r in rules if device in (None, r["device"]) and metric in (None, r["metric"])]
     rules = [r for r in rules if current_identity().sees_device(r["device"])]  # a scoped token's devices only
-    return json_response({"rules": rules, "cursor": cursor}, headers={"Cache-Control": "no-store"})
+    return json_response({"rules": rules, "cursor": cursor}, headers=NO_STORE)
 
 
 @route(bp, "GET", "/api/alerts/state", access=READ, summary="Firing and resolved state of each rule", tag="alerts")
 async def states() -> Response:
     rules, cursor = await services().alerts.rules()
     found = {r["id"]: r["state"] for r in rules if current_identity().sees_device(r["device"])}
-    return json_response({"states": found, "cursor": cursor}, headers={"Cache-Control": "no-store"})
+    return json_response({"states": found, "cursor": cursor}, headers=NO_STORE)
 
 
 @route(

@@ -19,15 +19,14 @@ from app.errors import BadRequest, Conflict
 from app.ingest.readings import Reading
 from app.services import services
 from app.validation import parse_model
-from app.web.bodies import int_arg, json_or_form
+from app.web.bodies import int_arg, json_or_form, slug_arg
+from app.web.htmx import is_htmx
+from app.web.responses import NO_STORE, json_response
 from app.web.routes.document_views import (
     delete_precondition,
     doc_response,
-    is_htmx,
-    json_response,
     live_document,
     revisions_response,
-    slug_arg,
     visible_document,
 )
 from app.web.routing import ANN_ID, BODY_ERRORS, DEVICE, IF_MATCH, METRIC, WRITE_ERRORS, Param, also, route
@@ -86,7 +85,7 @@ async def list_annotations() -> Response:
     cursor = await svc.log.head()
     found = await svc.annotations.search(device=device, metric=metric, start=start, end=end, tag=tag, limit=limit)
     found = [a for a in found if current_identity().sees_device(a["device"])]  # a scoped token's devices only
-    return json_response({"annotations": found, "cursor": cursor}, headers={"Cache-Control": "no-store"})
+    return json_response({"annotations": found, "cursor": cursor}, headers=NO_STORE)
 
 
 @route(

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Protocol
 
-import orjson
 from quart import Response, request
 
 from app.auth.guard import current_identity
 from app.documents.annotations import Precondition
-from app.documents.versioned import Gone, check_id, etag, expected_version
-from app.errors import BadRequest, NotFound
-from app.validation import SLUG_PATTERN, parse_model
-from app.web.bodies import json_or_form
+from app.documents.versioned import check_id, etag, expected_version
+from app.errors import Gone, NotFound
+from app.validation import parse_model
+from app.web.bodies import optional_body
+from app.web.responses import json_response
 
 
 class DocumentStore(Protocol):
@@ -49,14 +48,6 @@ async def revisions_response(store: DocumentStore, doc_id: str, noun: str) -> Re
     return json_response({"revisions": await store.revisions(doc_id)})
 
 
-def is_htmx() -> bool:
-    return request.headers.get("HX-Request") == "true"
-
-
-def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status=status, content_type="application/json", headers=headers)
-
-
 def doc_response(doc: dict[str, Any], status: int = 200, location: str | None = None) -> Response:
     """A document with its ``ETag`` (the version), the precondition for the next write."""
     headers = {"ETag": etag(int(doc["version"])), "Cache-Control": "no-store"}
@@ -72,19 +63,3 @@ async def delete_precondition() -> tuple[str | None, int | None]:
         body = {k: v for k, v in body.items() if v != ""}  # empty form fields mean absent
     pre = parse_model(Precondition, body)
     return pre.author, expected_version(pre.version, request.headers.get("If-Match"))
-
-
-async def optional_body() -> tuple[Any, bool]:
-    """Deletes may carry no body at all (curl -X DELETE, an htmx button)."""
-    if not request.content_length and not request.mimetype:
-        return {}, False
-    if request.mimetype in ("application/json", "") and request.content_length == 0:
-        return {}, False
-    return await json_or_form()
-
-
-def slug_arg(name: str) -> str | None:
-    value = request.args.get(name) or None
-    if value is not None and not re.match(SLUG_PATTERN, value):
-        raise BadRequest(f"query parameter {name!r} must be a slug ([A-Za-z0-9_.-], up to 64)", code="bad_query")
-    return value

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 
-import orjson
 from quart import Blueprint, Response
 from redis.exceptions import RedisError
 
 from app.auth.access import PUBLIC
 from app.services import services
+from app.web.responses import json_response
 from app.web.routing import route
 
 bp = Blueprint("health", __name__)
@@ -38,4 +38,4 @@ async def readyz() -> Response:
     ok = all(checks.values())
     body = {"status": "ok" if ok else "unavailable", "checks": checks}
     headers = {} if ok else {"Retry-After": "2"}
-    return Response(orjson.dumps(body), status=200 if ok else 503, content_type="application/json", headers=headers)
+    return json_response(body, 200 if ok else 503, headers)

@@ -20,6 +20,8 @@ from app.auth.tokens import looks_like_token
 from app.errors import BadRequest
 from app.services import services
 from app.settings import Settings
+from app.web.htmx import is_htmx
+from app.web.responses import json_response
 from app.web.routing import Param, route
 
 bp = Blueprint("auth", __name__)
@@ -126,7 +128,7 @@ async def logout() -> Response:
     if identity.session_id is not None:
         await guard().sessions.close(identity.session_id)
         await guard().audit.record("logout", identity.who)
-    if request.headers.get("HX-Request") == "true" or request.accept_mimetypes.best == "application/json":
+    if is_htmx() or request.accept_mimetypes.best == "application/json":
         response = Response(b'{"signed_out":true}', content_type="application/json")
         response.headers["HX-Redirect"] = "/login"
     else:
@@ -154,7 +156,7 @@ async def whoami() -> Response:
     body = _describe(current_identity())
     if current_identity().via_cookie:
         body["csrf_header"] = CSRF_HEADER
-    return Response(orjson.dumps(body), content_type="application/json", headers={"Cache-Control": "no-store"})
+    return json_response(body, headers=NO_STORE)
 
 
 @route(

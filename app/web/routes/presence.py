@@ -20,16 +20,13 @@ from app.errors import BadRequest, PayloadTooLarge
 from app.presence import ROOM_PATTERN, Heartbeat, Leave, parse_body, room_topic
 from app.services import services
 from app.web.bodies import json_or_form
+from app.web.responses import json_response
 from app.web.routing import Param, route
 
 bp = Blueprint("presence", __name__)
 
 # A heartbeat is a few short fields; anything bigger is not one.
 MAX_PRESENCE_BODY = 2048
-
-
-def json_response(body: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status=status, content_type="application/json")
 
 
 async def presence_body() -> Any:

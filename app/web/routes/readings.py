@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-import orjson
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response
 
 from app.auth.access import INGEST, READ, Identity
 from app.auth.guard import current_identity, require_devices
@@ -16,17 +14,13 @@ from app.ingest.readings import parse_readings
 from app.ops import telemetry
 from app.services import Services, services
 from app.storage.keyspace import series_id
-from app.validation import SLUG_PATTERN
-from app.web.bodies import int_arg, json_or_form
+from app.web.bodies import int_arg, json_or_form, slug_arg
+from app.web.responses import json_response
 from app.web.routing import BODY_ERRORS, DEVICE, METRIC, Param, route
 
 bp = Blueprint("metrics", __name__)
 
 MAX_SERIES_PER_QUERY = 200
-
-
-def json_response(body: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status=status, content_type="application/json")
 
 
 def _form_reading(form: dict[str, str | None]) -> dict[str, object]:
@@ -81,13 +75,6 @@ async def accept_readings(svc: Services, body: Any, identity: Identity) -> dict[
     return {"accepted": len(ids), "cursor": ids[-1]}
 
 
-def _slug_arg(name: str) -> str | None:
-    value = request.args.get(name) or None
-    if value is not None and not re.match(SLUG_PATTERN, value):
-        raise BadRequest(f"query parameter {name!r} must be a slug ([A-Za-z0-9_.-], up to 64)", code="bad_query")
-    return value
-
-
 @route(
     bp,
     "GET",
@@ -99,7 +86,7 @@ def _slug_arg(name: str) -> str | None:
     errors=(400,),
 )
 async def latest() -> Response:
-    items, cursor = await services().series.latest(_slug_arg("device"), _slug_arg("metric"))
+    items, cursor = await services().series.latest(slug_arg("device"), slug_arg("metric"))
     items = [r for r in items if current_identity().sees_device(r["device"])]
     return json_response({"series": items, "cursor": cursor})
 
@@ -116,7 +103,7 @@ async def latest() -> Response:
 )
 async def series() -> Response:
     svc = services()
-    device, metric = _slug_arg("device"), _slug_arg("metric")
+    device, metric = slug_arg("device"), slug_arg("metric")
     limit = int_arg("limit", svc.settings.history_size, 1, svc.settings.history_size)
     ids = [
         sid

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-import orjson
 from quart import Blueprint, Response, request
 
 from app.auth.access import ADMIN
@@ -20,17 +19,13 @@ from app.auth.guard import current_identity, guard
 from app.auth.tokens import parse_create
 from app.errors import NotFound
 from app.web.bodies import int_arg, json_or_form
+from app.web.responses import NO_STORE, json_response
 from app.web.routing import Param, also, route
 
 bp = Blueprint("tokens", __name__)
 
 MAX_AUDIT = 1000
-NO_STORE = {"Cache-Control": "no-store"}
 TOKEN_ID = Param("token_id", "path", required=True)
-
-
-def _json(body: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status=status, content_type="application/json", headers=NO_STORE)
 
 
 @route(
@@ -43,7 +38,7 @@ def _json(body: object, status: int = 200) -> Response:
     errors=(401, 403),
 )
 async def list_tokens() -> Response:
-    return _json({"tokens": [r.public() for r in await guard().tokens.list()]})
+    return json_response({"tokens": [r.public() for r in await guard().tokens.list()]}, headers=NO_STORE)
 
 
 @route(
@@ -69,7 +64,7 @@ async def create() -> Response:
     plaintext, record = await grd.tokens.create(spec)
     await grd.audit.record("token-created", current_identity().who, token=record.id, role=record.role, name=record.name)
     login_url = f"{request.host_url.rstrip('/')}/login?token={quote(plaintext)}"
-    return _json({**record.public(), "token": plaintext, "login_url": login_url}, status=201)
+    return json_response({**record.public(), "token": plaintext, "login_url": login_url}, status=201, headers=NO_STORE)
 
 
 @route(
@@ -97,7 +92,7 @@ async def revoke(token_id: str) -> Response:
     if record is None:
         raise NotFound(f"no token {token_id[:20]!r}")
     await grd.audit.record("token-revoked", current_identity().who, token=record.id, name=record.name)
-    return _json({"revoked": record.id})
+    return json_response({"revoked": record.id}, headers=NO_STORE)
 
 
 @route(
@@ -112,4 +107,4 @@ async def revoke(token_id: str) -> Response:
 )
 async def audit() -> Response:
     limit = int_arg("limit", 100, 1, MAX_AUDIT)
-    return _json({"entries": await guard().audit.recent(limit)})
+    return json_response({"entries": await guard().audit.recent(limit)}, headers=NO_STORE)
