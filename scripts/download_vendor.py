@@ -21,7 +21,6 @@ ROOT = Path(__file__).resolve().parent.parent
 VENDOR = ROOT / "static" / "vendor"
 
 HTMX_VERSION = "2.0.11"
-HTMX_SSE_VERSION = "2.2.4"
 UPLOT_VERSION = "1.6.31"
 
 # package@version -> {path inside the tarball: path under static/vendor}
@@ -29,9 +28,6 @@ PACKAGES: dict[str, dict[str, str]] = {
     f"htmx.org@{HTMX_VERSION}": {
         "package/dist/htmx.min.js": f"htmx/htmx-{HTMX_VERSION}.min.js",
         "package/LICENSE": "htmx/LICENSE",
-    },
-    f"htmx-ext-sse@{HTMX_SSE_VERSION}": {
-        "package/dist/sse.js": f"htmx/htmx-ext-sse-{HTMX_SSE_VERSION}.js",
     },
     f"uplot@{UPLOT_VERSION}": {
         "package/dist/uPlot.iife.min.js": f"uplot/uPlot-{UPLOT_VERSION}.iife.min.js",
@@ -65,10 +61,7 @@ SOFTWARE.
 """
 
 SOURCES = {
-    "htmx/SOURCE": (
-        f"htmx.org@{HTMX_VERSION} and htmx-ext-sse@{HTMX_SSE_VERSION} from the npm registry "
-        "(npm pack), fetched by scripts/download_vendor.py\n"
-    ),
+    "htmx/SOURCE": f"htmx.org@{HTMX_VERSION} from the npm registry (npm pack), fetched by scripts/download_vendor.py\n",
     "uplot/SOURCE": f"uplot@{UPLOT_VERSION} from the npm registry (npm pack), fetched by scripts/download_vendor.py\n",
 }
 

@@ -152,7 +152,7 @@ def test_blocked_stream_falls_back_to_polling_and_upgrades_without_gaps(
     producer = threading.Thread(target=produce)
     producer.start()
     try:
-        wait_until(lambda: len(received(page, "line-1/count")) >= 10, timeout=10, what="polled readings")
+        wait_until(lambda: len(received(page, "line-1/count")) >= 10, 10, what="polled readings")
         context.unroute(blocked)
         expect(badge).to_have_text("Live", timeout=15_000)
     finally:
@@ -286,7 +286,7 @@ def test_ten_tabs_share_one_stream(browser: Any, start_server: Callable[..., App
     pages = [open_page(context, server.url + "/") for _ in range(10)]
     for page in pages:
         expect(page.locator("#status")).to_have_text("Live")
-    wait_until(lambda: streams_open(server) == 1, timeout=10, what="one stream for ten tabs")
+    wait_until(lambda: streams_open(server) == 1, 10, what="one stream for ten tabs")
     post(server, {"device": "press", "metric": "force", "value": 2})
     for page in pages:
         expect(page.locator("#tile--press--force .value strong")).to_have_text("2")
@@ -297,14 +297,12 @@ def test_ten_tabs_share_one_stream(browser: Any, start_server: Callable[..., App
     assert len(leaders) == 1
     leaders[0].close()
     rest = [p for p in pages if p is not leaders[0]]
-    wait_until(
-        lambda: sum(p.evaluate("window.livedash.debug.leader") for p in rest) == 1, timeout=10, what="a new leader"
-    )
+    wait_until(lambda: sum(p.evaluate("window.livedash.debug.leader") for p in rest) == 1, 10, what="a new leader")
     post(server, {"device": "press", "metric": "force", "value": 3})
     for page in rest:
         expect(page.locator("#tile--press--force .value strong")).to_have_text("3")
         assert received(page, "press/force") == [2, 3]
-    wait_until(lambda: streams_open(server) == 1, timeout=10, what="still one stream")
+    wait_until(lambda: streams_open(server) == 1, 10, what="still one stream")
     context.close()
 
 

@@ -2,199 +2,200 @@
 //
 // Readings are coalesced per series and drawn at most ~30 times a second,
 // so a 1 kHz sensor costs the page 30 small redraws, not 1000.
-(function () {
-  "use strict";
-  const ld = window.livedash;
-  const MAX_POINTS = 120;
-  const FRAME_MS = 33;
+import { emit, on } from "./bus.js";
+import { domId, el } from "./dom.js";
+import { age, fmtTime, fmtValue } from "./format.js";
 
-  const pending = new Map();   // series -> {latest, points[]}
-  let flushTimer = null;
-  const ruleLabels = new Map(); // rule id -> "above 80" (or its name)
+const MAX_POINTS = 120;
+const FRAME_MS = 33;
 
-  function tileOf(sid) {
-    const [device, metric] = sid.split("/");
-    return document.getElementById("tile--" + ld.domId(device, metric));
+const pending = new Map();   // series -> {latest, points[]}
+let flushTimer = null;
+const ruleLabels = new Map(); // rule id -> "above 80" (or its name)
+
+function tileOf(sid) {
+  const [device, metric] = sid.split("/");
+  return document.getElementById("tile--" + domId(device, metric));
+}
+
+function drawSpark(svg) {
+  const line = svg.querySelector("polyline");
+  const points = svg._points || [];
+  if (!line || points.length === 0) return;
+  let lo = Infinity, hi = -Infinity;
+  for (const p of points) { lo = Math.min(lo, p[1]); hi = Math.max(hi, p[1]); }
+  const span = hi - lo || 1, n = points.length;
+  line.setAttribute("points", points.map((p, i) =>
+    `${(n === 1 ? 100 : (i / (n - 1)) * 100).toFixed(2)},${(28 - ((p[1] - lo) / span) * 26).toFixed(2)}`).join(" "));
+}
+
+// Points in ts order; a replayed point (same ts and value) is not added twice.
+export function addPoint(points, ts, value, max) {
+  let i = points.length;
+  while (i > 0 && points[i - 1][0] > ts) i--;
+  if (i > 0 && points[i - 1][0] === ts && points[i - 1][1] === value) return points;
+  points.splice(i, 0, [ts, value]);
+  if (points.length > max) points.splice(0, points.length - max);
+  return points;
+}
+
+function initSparks(root) {
+  for (const svg of root.querySelectorAll("svg.spark")) {
+    try { svg._points = JSON.parse(svg.dataset.points || "[]"); } catch (e) { svg._points = []; }
+    drawSpark(svg);
   }
+}
 
-  function drawSpark(svg) {
-    const line = svg.querySelector("polyline");
-    const points = svg._points || [];
-    if (!line || points.length === 0) return;
-    let lo = Infinity, hi = -Infinity;
-    for (const p of points) { lo = Math.min(lo, p[1]); hi = Math.max(hi, p[1]); }
-    const span = hi - lo || 1, n = points.length;
-    line.setAttribute("points", points.map((p, i) =>
-      `${(n === 1 ? 100 : (i / (n - 1)) * 100).toFixed(2)},${(28 - ((p[1] - lo) / span) * 26).toFixed(2)}`).join(" "));
+function refreshAges() {
+  for (const t of document.querySelectorAll(".value time[datetime]")) {
+    t.textContent = age(Number(t.getAttribute("datetime")));
   }
+}
 
-  // Points in ts order; a replayed point (same ts and value) is not added twice.
-  function addPoint(points, ts, value, max) {
-    let i = points.length;
-    while (i > 0 && points[i - 1][0] > ts) i--;
-    if (i > 0 && points[i - 1][0] === ts && points[i - 1][1] === value) return points;
-    points.splice(i, 0, [ts, value]);
-    if (points.length > max) points.splice(0, points.length - max);
-    return points;
+// A tile for a series this page has not drawn yet (same markup as _tile.html).
+function buildTile(r) {
+  const sid = domId(r.device, r.metric);
+  const tile = el("article", { class: "tile", id: "tile--" + sid, "data-series": `${r.device}/${r.metric}` });
+  const h3 = tile.appendChild(el("h3"));
+  const a = h3.appendChild(el("a", { href: `/series/${encodeURIComponent(r.device)}/${encodeURIComponent(r.metric)}` }));
+  a.appendChild(el("span", { class: "device" }, r.device));
+  a.append(" ");
+  a.appendChild(el("span", { class: "metric" }, r.metric));
+  tile.appendChild(el("p", { class: "alert-pill", "data-alert": "none", "data-rules": "" }, "No alert rule"));
+  const value = tile.appendChild(el("p", { class: "value", id: "value--" + sid }));
+  value.appendChild(el("strong"));
+  value.appendChild(el("span", { class: "unit" }));
+  value.appendChild(el("time"));
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("class", "spark");
+  svg.setAttribute("id", "spark--" + sid);
+  svg.setAttribute("viewBox", "0 0 100 30");
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.appendChild(document.createElementNS("http://www.w3.org/2000/svg", "polyline"));
+  svg._points = [];
+  tile.appendChild(svg);
+  const tiles = document.getElementById("tiles");
+  const empty = tiles.querySelector(".empty");
+  if (empty) empty.remove();
+  // Keep the server's order (device, then metric).
+  const after = [...tiles.querySelectorAll(".tile")].find((t) => t.dataset.series > tile.dataset.series);
+  tiles.insertBefore(tile, after || null);
+  return tile;
+}
+
+function setValue(tile, r) {
+  let p = tile.querySelector(".value");
+  if (!p) {
+    tile.querySelector(".empty")?.remove();
+    p = el("p", { class: "value", id: "value--" + domId(r.device, r.metric) });
+    p.append(el("strong"), " ", el("span", { class: "unit" }), el("time"));
+    tile.querySelector(".alert-pill").after(p);
   }
+  if (Number(p.dataset.ts || 0) > r.ts) return;  // an older reading never replaces a newer one
+  p.dataset.ts = r.ts;
+  p.dataset.value = r.value;
+  p.querySelector("strong").textContent = fmtValue(r.value);
+  let unit = p.querySelector(".unit");
+  if (!unit && r.unit) { unit = el("span", { class: "unit" }); p.querySelector("strong").after(" ", unit); }
+  if (unit) unit.textContent = r.unit || "";
+  const t = p.querySelector("time");
+  t.setAttribute("datetime", r.ts);
+  t.title = fmtTime(r.ts);
+  t.textContent = age(r.ts);
+}
 
-  function initSparks(root) {
-    for (const svg of root.querySelectorAll("svg.spark")) {
-      try { svg._points = JSON.parse(svg.dataset.points || "[]"); } catch (e) { svg._points = []; }
+function flush() {
+  flushTimer = null;
+  for (const [sid, item] of pending) {
+    let tile = tileOf(sid);
+    if (!tile && document.getElementById("tiles") && item.latest) tile = buildTile(item.latest);
+    if (!tile) continue;
+    if (item.latest) setValue(tile, item.latest);
+    const svg = tile.querySelector("svg.spark");
+    if (svg) {
+      svg._points = svg._points || [];
+      for (const [ts, v] of item.points) addPoint(svg._points, ts, v, MAX_POINTS);
       drawSpark(svg);
     }
+    emit("series-points", { sid: sid, points: item.points, latest: item.latest });
   }
+  pending.clear();
+}
 
-  function refreshAges() {
-    for (const t of document.querySelectorAll(".value time[datetime]")) {
-      t.textContent = ld.age(Number(t.getAttribute("datetime")));
-    }
+function onMetric(ev) {
+  const r = ev.data;
+  const sid = `${r.device}/${r.metric}`;
+  let item = pending.get(sid);
+  if (!item) { item = { latest: null, points: [] }; pending.set(sid, item); }
+  item.points.push([r.ts, r.value]);
+  if (r.latest !== false && (!item.latest || item.latest.ts <= r.ts)) item.latest = r;
+  if (!flushTimer) flushTimer = setTimeout(flush, FRAME_MS);
+}
+
+// --- alert state -------------------------------------------------------------------
+function ids(s) { return new Set((s || "").split(",").filter(Boolean)); }
+
+function paintPill(pill) {
+  const rules = ids(pill.dataset.rules), hot = [...ids(pill.dataset.firing)].filter((id) => rules.has(id));
+  pill.dataset.firing = hot.join(",");
+  if (hot.length) {
+    pill.dataset.alert = "firing";
+    pill.textContent = "Alert: " + (ruleLabels.get(hot[0]) || "threshold crossed");
+  } else {
+    pill.dataset.alert = rules.size ? "ok" : "none";
+    pill.textContent = rules.size ? "OK" : "No alert rule";
   }
+}
 
-  // A tile for a series this page has not drawn yet (same markup as _tile.html).
-  function buildTile(r) {
-    const sid = ld.domId(r.device, r.metric);
-    const tile = ld.el("article", { class: "tile", id: "tile--" + sid, "data-series": `${r.device}/${r.metric}` });
-    const h3 = tile.appendChild(ld.el("h3"));
-    const a = h3.appendChild(ld.el("a", { href: `/series/${encodeURIComponent(r.device)}/${encodeURIComponent(r.metric)}` }));
-    a.appendChild(ld.el("span", { class: "device" }, r.device));
-    a.append(" ");
-    a.appendChild(ld.el("span", { class: "metric" }, r.metric));
-    tile.appendChild(ld.el("p", { class: "alert-pill", "data-alert": "none", "data-rules": "" }, "No alert rule"));
-    const value = tile.appendChild(ld.el("p", { class: "value", id: "value--" + sid }));
-    value.appendChild(ld.el("strong"));
-    value.appendChild(ld.el("span", { class: "unit" }));
-    value.appendChild(ld.el("time"));
-    const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-    svg.setAttribute("class", "spark");
-    svg.setAttribute("id", "spark--" + sid);
-    svg.setAttribute("viewBox", "0 0 100 30");
-    svg.setAttribute("preserveAspectRatio", "none");
-    svg.appendChild(document.createElementNS("http://www.w3.org/2000/svg", "polyline"));
-    svg._points = [];
-    tile.appendChild(svg);
-    const tiles = document.getElementById("tiles");
-    const empty = tiles.querySelector(".empty");
-    if (empty) empty.remove();
-    // Keep the server's order (device, then metric).
-    const after = [...tiles.querySelectorAll(".tile")].find((t) => t.dataset.series > tile.dataset.series);
-    tiles.insertBefore(tile, after || null);
-    return tile;
-  }
+function label(rule) {
+  return rule.name || `${rule.op} ${fmtValue(rule.threshold)}`;
+}
 
-  function setValue(tile, r) {
-    let p = tile.querySelector(".value");
-    if (!p) {
-      tile.querySelector(".empty")?.remove();
-      p = ld.el("p", { class: "value", id: "value--" + ld.domId(r.device, r.metric) });
-      p.append(ld.el("strong"), " ", ld.el("span", { class: "unit" }), ld.el("time"));
-      tile.querySelector(".alert-pill").after(p);
-    }
-    if (Number(p.dataset.ts || 0) > r.ts) return;  // an older reading never replaces a newer one
-    p.dataset.ts = r.ts;
-    p.dataset.value = r.value;
-    p.querySelector("strong").textContent = ld.fmtValue(r.value);
-    let unit = p.querySelector(".unit");
-    if (!unit && r.unit) { unit = ld.el("span", { class: "unit" }); p.querySelector("strong").after(" ", unit); }
-    if (unit) unit.textContent = r.unit || "";
-    const t = p.querySelector("time");
-    t.setAttribute("datetime", r.ts);
-    t.title = ld.fmtTime(r.ts);
-    t.textContent = ld.age(r.ts);
-  }
+function pillFor(rule) {
+  const tile = tileOf(`${rule.device}/${rule.metric}`);
+  return tile && tile.querySelector(".alert-pill");
+}
 
-  function flush() {
-    flushTimer = null;
-    for (const [sid, item] of pending) {
-      let tile = tileOf(sid);
-      if (!tile && document.getElementById("tiles") && item.latest) tile = buildTile(item.latest);
-      if (!tile) continue;
-      if (item.latest) setValue(tile, item.latest);
-      const svg = tile.querySelector("svg.spark");
-      if (svg) {
-        svg._points = svg._points || [];
-        for (const [ts, v] of item.points) addPoint(svg._points, ts, v, MAX_POINTS);
-        drawSpark(svg);
-      }
-      ld.emit("series-points", { sid: sid, points: item.points, latest: item.latest });
-    }
-    pending.clear();
-  }
+function onAlert(ev) {
+  const d = ev.data, rule = d.rule || {};
+  if (d.rule) ruleLabels.set(d.rule_id, label(rule));
+  const pill = pillFor(rule);
+  if (!pill) return;
+  const rules = ids(pill.dataset.rules), hot = ids(pill.dataset.firing);
+  rules.add(d.rule_id);
+  if (d.state === "firing") hot.add(d.rule_id); else hot.delete(d.rule_id);
+  pill.dataset.rules = [...rules].join(",");
+  pill.dataset.firing = [...hot].join(",");
+  paintPill(pill);
+}
 
-  function onMetric(ev) {
-    const r = ev.data;
-    const sid = `${r.device}/${r.metric}`;
-    let item = pending.get(sid);
-    if (!item) { item = { latest: null, points: [] }; pending.set(sid, item); }
-    item.points.push([r.ts, r.value]);
-    if (r.latest !== false && (!item.latest || item.latest.ts <= r.ts)) item.latest = r;
-    if (!flushTimer) flushTimer = setTimeout(flush, FRAME_MS);
-  }
+function onRule(ev) {
+  const rule = ev.data.rule;
+  if (!rule) return;
+  ruleLabels.set(rule.id, label(rule));
+  const pill = pillFor(rule);
+  if (!pill) return;
+  const rules = ids(pill.dataset.rules), hot = ids(pill.dataset.firing);
+  if (rule.deleted || rule.enabled === false) { rules.delete(rule.id); hot.delete(rule.id); } else rules.add(rule.id);
+  pill.dataset.rules = [...rules].join(",");
+  pill.dataset.firing = [...hot].join(",");
+  paintPill(pill);
+}
 
-  // --- alert state -------------------------------------------------------------------
-  function ids(s) { return new Set((s || "").split(",").filter(Boolean)); }
+// After a reset: re-read the tiles from the server (htmx is a classic script, loaded first).
+export async function reload() {
+  const tiles = document.getElementById("tiles");
+  if (!tiles || !window.htmx) { location.reload(); return; }
+  await window.htmx.ajax("GET", "/fragments/tiles", { target: tiles, swap: "innerHTML" });
+  initSparks(tiles);
+  refreshAges();
+}
 
-  function paintPill(pill) {
-    const rules = ids(pill.dataset.rules), hot = [...ids(pill.dataset.firing)].filter((id) => rules.has(id));
-    pill.dataset.firing = hot.join(",");
-    if (hot.length) {
-      pill.dataset.alert = "firing";
-      pill.textContent = "Alert: " + (ruleLabels.get(hot[0]) || "threshold crossed");
-    } else {
-      pill.dataset.alert = rules.size ? "ok" : "none";
-      pill.textContent = rules.size ? "OK" : "No alert rule";
-    }
-  }
-
-  function label(rule) {
-    return rule.name || `${rule.op} ${ld.fmtValue(rule.threshold)}`;
-  }
-
-  function pillFor(rule) {
-    const tile = tileOf(`${rule.device}/${rule.metric}`);
-    return tile && tile.querySelector(".alert-pill");
-  }
-
-  function onAlert(ev) {
-    const d = ev.data, rule = d.rule || {};
-    if (d.rule) ruleLabels.set(d.rule_id, label(rule));
-    const pill = pillFor(rule);
-    if (!pill) return;
-    const rules = ids(pill.dataset.rules), hot = ids(pill.dataset.firing);
-    rules.add(d.rule_id);
-    if (d.state === "firing") hot.add(d.rule_id); else hot.delete(d.rule_id);
-    pill.dataset.rules = [...rules].join(",");
-    pill.dataset.firing = [...hot].join(",");
-    paintPill(pill);
-  }
-
-  function onRule(ev) {
-    const rule = ev.data.rule;
-    if (!rule) return;
-    ruleLabels.set(rule.id, label(rule));
-    const pill = pillFor(rule);
-    if (!pill) return;
-    const rules = ids(pill.dataset.rules), hot = ids(pill.dataset.firing);
-    if (rule.deleted || rule.enabled === false) { rules.delete(rule.id); hot.delete(rule.id); } else rules.add(rule.id);
-    pill.dataset.rules = [...rules].join(",");
-    pill.dataset.firing = [...hot].join(",");
-    paintPill(pill);
-  }
-
-  async function onReset() {
-    const tiles = document.getElementById("tiles");
-    if (!tiles || !window.htmx) { location.reload(); return; }
-    await htmx.ajax("GET", "/fragments/tiles", { target: tiles, swap: "innerHTML" });
-    initSparks(tiles);
-    refreshAges();
-  }
-
-  ld.tiles = { init: function () {
-    initSparks(document);
-    refreshAges();
-    setInterval(refreshAges, 1000);
-    ld.on("metric", onMetric);
-    ld.on("alert", onAlert);
-    ld.on("alert_rule", onRule);
-  }, reload: onReset, drawSpark: drawSpark, addPoint: addPoint };
-})();
+export function init() {
+  initSparks(document);
+  refreshAges();
+  setInterval(refreshAges, 1000);
+  on("metric", onMetric);
+  on("alert", onAlert);
+  on("alert_rule", onRule);
+}
