@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     history_size: int = Field(240, ge=1, le=100_000)
     max_batch: int = Field(5_000, ge=1)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
-    # JSON POST /api/metrics answered in front of Quart (app/fast_ingest.py).
+    # JSON POST /api/metrics answered in front of Quart (app/ingest/fast_path.py).
     ingest_fast_path: bool = True
 
     # --- demo simulator -----------------------------------------------------
@@ -77,10 +77,10 @@ class Settings(BaseSettings):
     tombstone_ttl: float = Field(7 * 24 * 3600 * SECONDS, gt=0)
     revisions_max: int = Field(100, ge=1, le=10_000)
 
-    # --- operations and integrations (app/logs.py, app/telemetry.py, ...) ------
+    # --- operations and integrations (app/ops/logs.py, app/ops/telemetry.py, ...) ------
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # The cyclic garbage collector (app/gc_tuning.py): thresholds and freezing start-up objects.
+    # The cyclic garbage collector (app/ops/gc_tuning.py): thresholds and freezing start-up objects.
     gc_threshold: tuple[int, int, int] = (7_000, 10, 10)
     gc_freeze: bool = True
     # prometheus-client's own variable: set, /metrics adds up every worker
@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     # Line protocol (POST /api/write): the tag that names the device.
     line_device_tag: str = Field("device", min_length=1, max_length=64)
 
-    # --- security (app/auth.py, app/tokens.py, app/sessions.py) ---------------
+    # --- security (app/auth/guard.py, app/auth/tokens.py, app/auth/sessions.py) ---------------
     # "off" turns authentication off entirely (a loud warning at start).
     auth: Literal["on", "off"] = "on"
     admin_token: str | None = Field(None, min_length=16)

@@ -1,4 +1,4 @@
-"""The raw ASGI path for ``POST /api/metrics`` (app/fast_ingest.py).
+"""The raw ASGI path for ``POST /api/metrics`` (app/ingest/fast_path.py).
 
 It must answer exactly as the Quart route does (status, body, headers, what
 is stored and audited), serve what it can settle, and hand everything else

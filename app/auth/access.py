@@ -106,7 +106,7 @@ class ScopedTopics(TopicFilter):
 
     It is what the stream and the polling view hand to the broker and the log
     scan, so every path that filters events applies the scope. It also
-    carries the identity, which is how the re-check (``app/revocation.py``)
+    carries the identity, which is how the re-check (``app/auth/revocation.py``)
     finds the credential behind each open stream.
     """
 

@@ -6,12 +6,12 @@ For each request, in order:
    ``LIVEDASH_ADMIN_TOKEN`` is compared in constant time), else the signed
    session cookie a browser got from ``/login``. A bad Bearer token is 401
    even when a cookie is present: a client that sends one means it.
-2. allow or refuse by the route's roles (``app/access.py``): no credential is
+2. allow or refuse by the route's roles (``app/auth/access.py``): no credential is
    401 (a page redirects to ``/login`` instead), a wrong role is 403.
 3. on a cookie-authenticated write, require the session's CSRF token in
    ``X-CSRF-Token`` (htmx and the page's fetches send it; Bearer clients need
    none: a browser never attaches a Bearer header by itself).
-4. count the write against the token's rate limit (``app/ratelimit.py``).
+4. count the write against the token's rate limit (``app/auth/ratelimit.py``).
 
 Routes then narrow what they answer with ``visible_topics``, ``require_room``
 and ``require_devices``. With ``LIVEDASH_AUTH=off`` every caller is an

@@ -60,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             server = None  # someone else's: leave it running
     # Auth on by default: a secret key for the workers, and the first admin's login link.
     security_lines = prepare_run(settings, settings.redis_url or EmbeddedServer(settings.data_dir).url, host, port)
-    # One metrics directory per run, emptied: /metrics then adds up this run's workers (app/telemetry.py).
+    # One metrics directory per run, emptied: /metrics then adds up this run's workers (app/ops/telemetry.py).
     metrics_dir = settings.prometheus_multiproc_dir or settings.data_dir / "prometheus"
     prepare_multiproc_dir(metrics_dir)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
@@ -68,7 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config.application_path = "app:create_app()"
     config.bind = [f"{host}:{port}"]
     # Always at least one worker process: hypercorn's parent then handles
-    # signals and workers see its shutdown event (see app/lifecycle.py).
+    # signals and workers see its shutdown event (see app/ops/shutdown.py).
     config.workers = max(1, workers)
     config.worker_class = _worker_class()
     config.graceful_timeout = GRACEFUL_TIMEOUT

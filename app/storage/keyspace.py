@@ -55,7 +55,7 @@ class Keys:
         """Rooms and sessions cannot contain '/', so this is unambiguous."""
         return f"{self.prefix}presence:hb:{room}/{session}"
 
-    # Annotations (app/annotations.py): one hash per annotation (kept as a
+    # Annotations (app/documents/annotations.py): one hash per annotation (kept as a
     # tombstone for a while after delete), its revision list, and one index of
     # live annotation ids scored by ts.
     def annotation(self, annotation_id: str) -> str:
@@ -68,7 +68,7 @@ class Keys:
     def annotations_by_ts(self) -> str:
         return f"{self.prefix}annotations:by-ts"
 
-    # Alert rules (app/alerts.py): one hash per rule (tombstone after delete),
+    # Alert rules (app/documents/alert_rules.py): one hash per rule (tombstone after delete),
     # its revisions, and three tables the evaluation script reads: rule JSON
     # by id, rule ids by series, and each rule's state by id.
     def alert_rule(self, rule_id: str) -> str:
@@ -89,7 +89,7 @@ class Keys:
     def alert_state(self) -> str:
         return f"{self.prefix}alerts:state"
 
-    # Security (app/tokens.py, app/sessions.py, app/ratelimit.py, app/audit.py):
+    # Security (app/auth/tokens.py, app/auth/sessions.py, app/auth/ratelimit.py, app/auth/audit.py):
     # a token's record under the sha256 of its plaintext (never the plaintext),
     # an index of token ids -> that hash for listing and revoking, one hash per
     # browser session, one fixed-window counter per token, the audit stream.

@@ -1,4 +1,4 @@
-"""``GET /metrics``: Prometheus text for the whole deployment (see ``app/telemetry.py``)."""
+"""``GET /metrics``: Prometheus text for the whole deployment (see ``app/ops/telemetry.py``)."""
 
 from __future__ import annotations
 

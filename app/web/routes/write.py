@@ -4,7 +4,7 @@ The same rules as ``POST /api/metrics``: the batch is validated whole and a
 4xx names each bad line; nothing is stored unless everything is valid. A
 success answers ``204 No Content`` like InfluxDB (Telegraf's InfluxDB output
 counts only that as written), with the figures in ``X-Livedash-*`` headers.
-The mapping is in ``app/lineprotocol.py`` and docs/ingest.md.
+The mapping is in ``app/ingest/lineprotocol.py`` and docs/ingest.md.
 """
 
 from __future__ import annotations
