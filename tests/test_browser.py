@@ -279,6 +279,33 @@ def test_two_editors_of_one_note_get_the_conflict_view(browser: Any, start_serve
     bob_ctx.close()
 
 
+def test_two_editors_of_one_rule_get_the_conflict_view(browser: Any, start_server: Callable[..., AppServer]) -> None:
+    server = start_server()
+    post(server, {"device": "pump-1", "metric": "temp", "value": 40})
+    rule = {"device": "pump-1", "metric": "temp", "op": "above", "threshold": 80}
+    rule_id = httpx.post(server.url + "/api/alerts/rules", json=rule, timeout=5).json()["id"]
+    ana, bob = (open_page(browser.new_context(), server.url + "/series/pump-1/temp") for _ in range(2))
+    threshold = "form.rule-edit input[name=threshold]"
+    bob.locator(threshold).fill("90")  # Bob is typing when Ana saves
+    ana.locator(threshold).fill("85")
+    ana.locator("form.rule-edit button[type=submit]").click()
+    expect(bob.locator(f"#rule--{rule_id} .rule-text")).to_have_text(re.compile(r"above 85$"))
+    bob.locator("form.rule-edit button[type=submit]").click()
+    conflict = bob.locator(".rule-conflict")
+    expect(conflict.locator(".theirs")).to_contain_text("above 85")
+    conflict.locator("button.keep-mine").click()
+    expect(conflict).to_be_hidden()
+    wait_until(lambda: httpx.get(server.url + "/api/alerts/rules", timeout=5).json()["rules"][0]["version"] == 3, 10)
+    stored = httpx.get(server.url + "/api/alerts/rules", timeout=5).json()["rules"][0]
+    assert stored["threshold"] == 90
+    # A value the server refuses: its reason is shown under the form.
+    bob.locator(threshold).fill("not a number")
+    bob.locator("form.rule-edit button[type=submit]").click()
+    expect(bob.locator("form.rule-edit .form-error")).to_contain_text("threshold")
+    for page in (ana, bob):
+        page.context.close()
+
+
 def test_ten_tabs_share_one_stream(browser: Any, start_server: Callable[..., AppServer]) -> None:
     server = start_server()
     post(server, {"device": "press", "metric": "force", "value": 1})

@@ -142,15 +142,36 @@ async function deleteRule(button) {
   if (r.status === 409) ruleConflict(form, (await r.json()).current);
 }
 
-function showError(form, xhr) {
-  let text = `Not saved (${xhr.status}).`;
+// Why the server refused a write: {detail, current}. A JSON error carries
+// `detail` (and the stored document as `current` on a 409); htmx requests get
+// the error fragment (templates/fragments/error.html) instead, read here as
+// text only, never inserted as markup.
+function refusal(xhr) {
   try {
     const body = JSON.parse(xhr.responseText);
     const detail = Array.isArray(body.detail) ? body.detail.map((d) => `${d.field}: ${d.error}`).join("; ") : body.detail;
-    if (detail) text = `Not saved: ${detail}`;
-  } catch (e) { /* not JSON: keep the status */ }
+    return { detail: detail || "", current: body.current || null };
+  } catch (e) { /* not JSON: the fragment */ }
+  const p = new DOMParser().parseFromString(xhr.responseText || "", "text/html").querySelector("[data-error]");
+  return { detail: p ? p.textContent.trim() : "", current: null };
+}
+
+function showError(form, xhr) {
+  const { detail } = refusal(xhr);
   const p = form.querySelector(".form-error") || form.appendChild(el("p", { class: "form-error", role: "alert" }));
-  p.textContent = text;
+  p.textContent = detail ? `Not saved: ${detail}` : `Not saved (${xhr.status}).`;
+}
+
+// A 409 from a rule editor. The htmx error fragment does not carry the stored
+// rule, so read it; a newer one than the 409 saw is only better to compare with.
+async function onRuleConflict(form, xhr) {
+  let current = refusal(xhr).current;
+  if (!current) {
+    const id = encodeURIComponent(form.closest(".rule").dataset.id);
+    const r = await api(`/api/alerts/rules/${id}`, { cache: "no-store", headers: { Accept: "application/json" } });
+    if (r.ok) current = await r.json();
+  }
+  if (current) ruleConflict(form, current); else showError(form, xhr);
 }
 
 // --- wiring ------------------------------------------------------------------------------
@@ -190,7 +211,7 @@ function wire() {
       else showError(form, xhr);
     } else if (form.matches("form.rule-edit")) {
       if (xhr.status === 409) {
-        try { ruleConflict(form, JSON.parse(xhr.responseText).current); } catch (err) { showError(form, xhr); }
+        onRuleConflict(form, xhr).catch(() => showError(form, xhr));
       } else if (e.detail.successful) {
         delete form.dataset.dirty;
         form.querySelector(".form-error")?.remove();
