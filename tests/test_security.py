@@ -14,10 +14,19 @@ from typing import Any
 import pytest
 from markupsafe import escape
 from quart import Quart
+from redis.asyncio import Redis
 
 from app import create_app
 from app.auth import access
+from app.auth.access import Identity, ScopedTopics
+from app.auth.revocation import recheck_once
+from app.auth.sessions import SessionStore
+from app.auth.tokens import Role, TokenStore, bootstrap_fingerprint
+from app.events.hub import Hub
+from app.events.sse import control_frame
+from app.events.topics import TopicFilter
 from app.settings import Settings
+from app.storage.keyspace import Keys
 from app.web import routing
 
 from .types import QuartClient
@@ -311,3 +320,28 @@ async def test_scoped_viewer_sees_only_its_rules_states_and_note_fragments(sclie
     assert set(states) == {r["id"] for r in rules if r["device"] == "line2-a"}
     assert (await sclient.get(f"/fragments/note/{note['id']}", headers=viewer)).status_code == 404
     assert (await sclient.get(f"/fragments/note/{note['id']}", headers=ADMIN)).status_code == 200
+
+
+async def test_recheck_ends_sessions_of_a_rotated_admin_token(redis_url: str, key_prefix: str) -> None:
+    """A session opened with LIVEDASH_ADMIN_TOKEN carries its fingerprint: live only while it is the current one."""
+    redis = Redis.from_url(redis_url)
+    try:
+        keys = Keys(key_prefix)
+        current = bootstrap_fingerprint(ADMIN_TOKEN, SECRET)
+        rotated = bootstrap_fingerprint("an-admin-token-since-rotated-0123456789", SECRET)
+        assert current != rotated and current != bootstrap_fingerprint(ADMIN_TOKEN, "another-secret-key-0123456789")
+        tokens, sessions, hub = (
+            TokenStore(redis, keys, bootstrap=current),
+            SessionStore(redis, keys, SECRET, 3600),
+            Hub(16),
+        )
+        subs = {}
+        for name, fingerprint in (("current", current), ("rotated", rotated)):
+            session = await sessions.open(fingerprint, None)
+            identity = Identity(Role.ADMIN, "bootstrap", name, fingerprint, session_id=session.id)
+            subs[name] = hub.subscribe(ScopedTopics(TopicFilter(()), identity, stream=True), cancel_on_overflow=False)
+        assert await recheck_once(tokens, sessions, hub, reauth_before=1) == 1
+        assert subs["rotated"].drain() == [control_frame("bye", {"reason": "revoked"})]
+        assert subs["current"].drain() == [] and not subs["current"].closed
+    finally:
+        await redis.aclose()

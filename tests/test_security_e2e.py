@@ -326,3 +326,44 @@ def test_livedash_run_first_start_is_secure(tmp_path: Path) -> None:
         if leftover.ping():
             leftover.stop()
     assert not any("AUTHENTICATION IS DISABLED" in line for line in lines)
+
+
+def browser_login(base: str, token: str) -> tuple[str, str]:
+    """Log in with a token link as a browser does: the session cookie header and the page's CSRF token."""
+    with httpx.Client(base_url=base, timeout=10) as browser:
+        assert browser.get(f"/login?token={token}").status_code == 303
+        match = re.search(r'<meta name="csrf-token" content="([^"]+)">', browser.get("/").text)
+        assert match
+        return f"livedash_session={browser.cookies['livedash_session']}", match.group(1)
+
+
+def test_rotating_the_admin_token_ends_its_sessions(secure: Callable[..., AppServer]) -> None:
+    first = secure()
+    cookie, csrf = browser_login(first.url, ADMIN_TOKEN)
+    assert httpx.get(f"{first.url}/api/tokens", headers={"Cookie": cookie}, timeout=10).status_code == 200
+    first.stop()
+    # The operator rotates LIVEDASH_ADMIN_TOKEN and restarts (same Redis, same SECRET_KEY).
+    rotated = secure(LIVEDASH_ADMIN_TOKEN="rotated-bootstrap-admin-token-0123456789")
+    with httpx.Client(base_url=rotated.url, timeout=10, headers={"Cookie": cookie}) as old:
+        assert old.get("/api/tokens").status_code == 401
+        assert old.get("/api/session").status_code == 401
+        assert old.post("/api/session/renew", headers={"X-CSRF-Token": csrf}).status_code == 401
+    rotated.stop()
+    # A restart that keeps the token keeps its sessions: the session is bound to the token, not the process.
+    same = secure()
+    assert httpx.get(f"{same.url}/api/tokens", headers={"Cookie": cookie}, timeout=10).status_code == 200
+
+
+async def test_revoking_a_token_ends_its_sessions_and_their_streams(secure: Callable[..., AppServer]) -> None:
+    server = secure()
+    created = httpx.post(f"{server.url}/api/tokens", json={"role": "viewer"}, headers=ADMIN, timeout=10).json()
+    cookie, csrf = browser_login(server.url, created["token"])
+    async with open_stream(server.url, headers={"Cookie": cookie}) as stream:
+        assert (await stream.next()).event == "ready"
+        assert httpx.post(f"{server.url}/api/tokens/{created['id']}/revoke", headers=ADMIN, timeout=10).is_success
+        await stream.until("bye", within=5)
+        assert payload(stream.seen[-1]) == {"reason": "revoked"}
+        await ends(stream)
+    assert httpx.get(f"{server.url}/api/session", headers={"Cookie": cookie}, timeout=10).status_code == 401
+    renew = httpx.post(f"{server.url}/api/session/renew", headers={"Cookie": cookie, "X-CSRF-Token": csrf}, timeout=10)
+    assert renew.status_code == 401

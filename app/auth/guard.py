@@ -32,7 +32,7 @@ from app.auth.access import ANONYMOUS, Identity, ScopedTopics, allowed_roles, cs
 from app.auth.audit import AuditLog
 from app.auth.ratelimit import Counted, WriteRateLimit
 from app.auth.sessions import COOKIE_NAME, SessionRecord, SessionStore
-from app.auth.tokens import Role, TokenRecord, TokenStore, hash_token
+from app.auth.tokens import Role, TokenRecord, TokenStore, bootstrap_fingerprint, hash_token
 from app.errors import Forbidden, TooManyRequests, Unauthorized, wants_json
 from app.events.topics import TopicFilter
 from app.services import services, services_of
@@ -53,7 +53,11 @@ class Guard:
 
     def __init__(self, settings: Settings, redis: Redis, keys: Keys) -> None:
         self.settings = settings
-        self.tokens = TokenStore(redis, keys)
+        # A session opened with LIVEDASH_ADMIN_TOKEN records this fingerprint, so it ends when the token changes.
+        self.bootstrap_hash = (
+            bootstrap_fingerprint(settings.admin_token, settings.secret_key or "") if settings.admin_token else None
+        )
+        self.tokens = TokenStore(redis, keys, bootstrap=self.bootstrap_hash)
         # Without a secret key (auth off) there are no sessions to sign.
         self.sessions = SessionStore(redis, keys, settings.secret_key or "", settings.session_ttl)
         self.rate = WriteRateLimit(redis, keys, settings.write_rate_limit, settings.write_rate_window)
@@ -64,12 +68,19 @@ class Guard:
         # Compare digests: constant time, and the length of the secret does not show.
         return self._bootstrap is not None and hmac.compare_digest(hash_token(token), self._bootstrap)
 
+    def is_bootstrap_hash(self, token_hash: str) -> bool:
+        """Whether a session's recorded hash is this process's LIVEDASH_ADMIN_TOKEN (not a rotated one)."""
+        return self.bootstrap_hash is not None and hmac.compare_digest(
+            token_hash.encode(), self.bootstrap_hash.encode()
+        )
+
     def bootstrap_identity(self, session: SessionRecord | None = None) -> Identity:
+        assert self.bootstrap_hash is not None, "only with LIVEDASH_ADMIN_TOKEN set"
         return Identity(
             role=Role.ADMIN,
             token_id=BOOTSTRAP,
             name="LIVEDASH_ADMIN_TOKEN",
-            token_hash=BOOTSTRAP,
+            token_hash=self.bootstrap_hash,
             expires_at=session.expires_at if session else None,
             session_id=session.id if session else None,
             csrf=session.csrf if session else None,
@@ -100,15 +111,18 @@ class Guard:
     async def writer_from_token(self, token: str) -> tuple[Identity | None, Counted]:
         """``from_token`` and one write counted against the token's rate, in one round trip."""
         if self.is_bootstrap(token):
-            return self.bootstrap_identity(), await self.rate.count(BOOTSTRAP)
+            identity = self.bootstrap_identity()
+            return identity, await self.rate.count(identity.token_hash)
         digest = hash_token(token)
         raw, counted = await self.rate.get_and_count(self.tokens.keys.token(digest), digest)
         record = self.tokens.record_from(raw)
         return (None if record is None else self.identity_of(record, digest)), counted
 
     async def from_session(self, session: SessionRecord) -> Identity | None:
-        if session.token_hash == BOOTSTRAP:
-            return self.bootstrap_identity(session) if self._bootstrap else None
+        if self.is_bootstrap_hash(session.token_hash):
+            return self.bootstrap_identity(session)
+        # Any other hash must name a stored token. A rotated admin token's fingerprint (or a session
+        # recorded as "bootstrap" before fingerprints) names none: that session is over.
         record = await self.tokens.by_hash(session.token_hash)
         return None if record is None else self.identity_of(record, session.token_hash, session)
 

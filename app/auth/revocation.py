@@ -8,7 +8,10 @@ token, one HGET per distinct session). The hub's subscriptions already
 carry them: their topic filter is a ``ScopedTopics`` holding the identity.
 
 - a token revoked or expired (its key is gone): its streams get
-  ``bye {"reason": "revoked"}`` and end; a reconnect then gets 401.
+  ``bye {"reason": "revoked"}`` and end; a reconnect then gets 401. A
+  session opened with ``LIVEDASH_ADMIN_TOKEN`` carries that token's
+  fingerprint: live while it is this process's own (``TokenStore.live_hashes``),
+  gone once the token was rotated or unset.
 - a browser session logged out or past its end: the same, reason
   ``signed-out``.
 - a session ending within ``LIVEDASH_SESSION_REAUTH_BEFORE``: its streams get
@@ -38,7 +41,6 @@ from app.events.sse import control_frame
 
 log = logging.getLogger(__name__)
 
-BOOTSTRAP = "bootstrap"
 # Between the `bye` frame and closing, so the stream gets to write it.
 CLOSE_DELAY = 0.5
 RENEW_PATH = "/api/session/renew"
@@ -62,16 +64,16 @@ async def recheck_once(tokens: TokenStore, sessions: SessionStore, hub: Hub, rea
         topics = sub.topics
         if isinstance(topics, ScopedTopics) and not sub.closed:
             identity = topics.identity
-            if identity.token_hash and not (identity.token_hash == BOOTSTRAP and identity.session_id is None):
+            if identity.token_hash:
                 groups[(identity.token_hash, identity.session_id)].append(sub)
     if not groups:
         return 0
-    live_tokens = await tokens.live_hashes(sorted({h for h, _ in groups if h != BOOTSTRAP}))
+    live_tokens = await tokens.live_hashes(sorted({h for h, _ in groups}))
     session_ends = await sessions.expiries(sorted({s for _, s in groups if s is not None}))
     now = time.time() * 1000
     ended = 0
     for (token_hash, session_id), subs in groups.items():
-        if token_hash != BOOTSTRAP and token_hash not in live_tokens:
+        if token_hash not in live_tokens:
             end_subscriptions(subs, "revoked")
             ended += len(subs)
             continue

@@ -26,7 +26,9 @@ SESSION_ID_BYTES = 24
 @dataclass(frozen=True, slots=True)
 class SessionRecord:
     id: str
-    token_hash: str  # sha256 of the token the session was opened with, or "bootstrap"
+    # sha256 of the token the session was opened with, or LIVEDASH_ADMIN_TOKEN's fingerprint
+    # (tokens.bootstrap_fingerprint): either way the session ends when that token does.
+    token_hash: str
     csrf: str
     expires_at: int  # Unix ms
 

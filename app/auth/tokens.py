@@ -16,6 +16,7 @@ carry a topic scope (``device/line-2-*``) that narrows what it sees.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
 import time
@@ -86,6 +87,21 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def bootstrap_fingerprint(token: str, secret_key: str) -> str:
+    """What stands for ``LIVEDASH_ADMIN_TOKEN`` where other tokens have their hash (sessions, rate counters).
+
+    A session opened with the bootstrap token records this, so it lasts only as
+    long as that token does: an operator who rotates the token (or unsets it)
+    and restarts ends every session opened with the old one. Keyed with
+    ``SECRET_KEY`` rather than a bare sha256 like other tokens' hashes: those
+    are 32 random bytes, but this one is chosen by an operator (16 characters
+    at least) and may be guessable, so Redis must not hold something a guess
+    can be checked against offline. The prefix keeps it apart from every
+    token hash (``token:bootstrap:…`` is never written).
+    """
+    return "bootstrap:" + hmac.new(secret_key.encode(), token.encode(), hashlib.sha256).hexdigest()
+
+
 def looks_like_token(value: str) -> bool:
     return 16 <= len(value) <= 256 and re.fullmatch(r"[A-Za-z0-9_.~+/=-]+", value) is not None
 
@@ -95,9 +111,11 @@ def parse_create(body: Any) -> TokenCreate:
 
 
 class TokenStore:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, bootstrap: str | None = None) -> None:
         self.redis = redis
         self.keys = keys
+        # This process's LIVEDASH_ADMIN_TOKEN fingerprint (``bootstrap_fingerprint``): live while it is configured.
+        self.bootstrap = bootstrap
 
     async def create(self, spec: TokenCreate) -> tuple[str, TokenRecord]:
         """A new token: the plaintext (shown once, to whoever asked) and its record."""
@@ -138,14 +156,20 @@ class TokenStore:
         return record
 
     async def live_hashes(self, digests: list[str]) -> set[str]:
-        """Which of these token hashes still name a live token (one round trip)."""
-        if not digests:
-            return set()
+        """Which of these token hashes still name a live token (one round trip).
+
+        The bootstrap token's fingerprint is live only if it is this process's
+        own: one of a rotated (or unset) ``LIVEDASH_ADMIN_TOKEN`` is gone.
+        """
+        live = {d for d in digests if self.bootstrap is not None and d == self.bootstrap}
+        stored = [d for d in digests if d not in live]
+        if not stored:
+            return live
         async with self.redis.pipeline(transaction=False) as pipe:
-            for digest in digests:
+            for digest in stored:
                 pipe.exists(self.keys.token(digest))
             found = await pipe.execute()
-        return {d for d, n in zip(digests, found, strict=True) if n}
+        return live | {d for d, n in zip(stored, found, strict=True) if n}
 
     async def list(self) -> list[TokenRecord]:
         index = {_text(k): _text(v) for k, v in (await self.redis.hgetall(self.keys.tokens)).items()}

@@ -17,7 +17,7 @@ from app.auth.access import ANY, PUBLIC, Identity
 from app.auth.guard import CSRF_HEADER, current_identity, guard, safe_next, see_other
 from app.auth.sessions import COOKIE_NAME, SessionRecord
 from app.auth.tokens import looks_like_token
-from app.errors import BadRequest
+from app.errors import BadRequest, Unauthorized
 from app.services import services
 from app.settings import Settings
 from app.web.htmx import is_htmx
@@ -178,9 +178,11 @@ async def renew() -> Response:
     if session is None:  # ended between the check and now
         raise BadRequest("the session has ended; log in again", code="no_session")
     token_end = None
-    if session.token_hash != "bootstrap":
+    if not grd.is_bootstrap_hash(session.token_hash):
         record = await grd.tokens.by_hash(session.token_hash)
-        token_end = record.expires_at if record else None
+        if record is None:  # revoked or expired between the check and now: never renew past the token
+            raise Unauthorized("the token this session was opened with is gone; log in again", code="bad_credentials")
+        token_end = record.expires_at
     renewed = await grd.sessions.renew(session, token_end)
     g.identity = identity
     response = Response(
