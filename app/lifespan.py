@@ -30,7 +30,7 @@ from app.events.sse import json_frame
 from app.ingest.demo import run_simulator
 from app.ingest.mqtt import run_bridge
 from app.ops import gc_tuning, telemetry
-from app.ops.shutdown import hypercorn_shutdown_event, watch_shutdown
+from app.ops.shutdown import graceful_on_sigterm, hypercorn_shutdown_event, watch_shutdown
 from app.presence import PresenceStore, run_sweeper
 from app.series import SeriesStore
 from app.services import SLOT, Services
@@ -117,6 +117,8 @@ def start_background_tasks(svc: Services) -> None:
         )
     shutdown = hypercorn_shutdown_event()
     if shutdown is not None:
+        # A SIGTERM to the worker itself (a whole process group signalled) is a graceful stop too.
+        graceful_on_sigterm(shutdown, svc.hub.end_streams)
         spawn("shutdown-watch", watch_shutdown(shutdown, svc.hub.end_streams))
     if settings.demo:
         spawn("demo", run_simulator(svc, settings.demo_interval))

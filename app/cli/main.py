@@ -13,10 +13,10 @@ import os
 import sys
 
 from hypercorn.config import Config
-from hypercorn.run import run as hypercorn_run
 
 from app.cli.clients import add_client_commands
 from app.cli.first_start import add_token_commands, prepare_run
+from app.cli.serve import add_serve_command, run_master, serve
 from app.ops.telemetry import prepare_multiproc_dir
 from app.settings import Settings
 from app.storage.embedded import EmbeddedServer
@@ -80,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print("\n".join(security_lines), flush=True)
     try:
-        return hypercorn_run(config)
+        return run_master(config)
     finally:
         if server is not None:
             server.stop()
@@ -88,6 +88,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:
+        return serve(argv[1:])
     parser = argparse.ArgumentParser(prog="livedash", description="SSE-first live dashboard server")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the server (embedded Redis unless REDIS_URL is set)")
@@ -102,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         help="run the built-in sensor simulator (default on)",
     )
     run.set_defaults(func=cmd_run)
+    add_serve_command(sub)
     add_token_commands(sub)
     add_client_commands(sub)
     args = parser.parse_args(argv)

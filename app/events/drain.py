@@ -43,6 +43,9 @@ async def event_stream(svc: Services, topics: TopicFilter, fmt: str, resume: Res
         sent += len(chunk)
         yield chunk
     sub = hub.subscribe(topics)
+    if hub.closing:
+        # A shutdown began while this stream was replaying: it missed end_streams(), so end it here.
+        sub.close("shutdown")
     try:
         async for chunk in log.chunks():
             sent += len(chunk)
