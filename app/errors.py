@@ -163,8 +163,8 @@ async def render_error(error: ApiError) -> Response:
     elif wants_json():
         response = Response(json_body(error), status=error.status, content_type="application/json")
     else:
-        # The page shell (base.html) expects page context; an error page has none of its own.
-        html = await render_template("error.html", error=error, page={}, room="", cursor="")
+        # error.html empties base.html's live blocks: no page context needed, no live client.
+        html = await render_template("error.html", error=error)
         response = Response(html, status=error.status, content_type="text/html; charset=utf-8")
     response.headers.update(headers)
     return response
