@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -249,3 +250,84 @@ def _alive(pid: int) -> bool:
             return stat.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+class TcpRedis:
+    """A redis-server (or valkey-server) on a free loopback TCP port, restartable on that port."""
+
+    def __init__(self, data_dir: Path) -> None:
+        from app.storage.embedded import server_binary
+
+        from .servers import free_port
+
+        self.binary = server_binary()
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(exist_ok=True)
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"],
+            cwd=self.data_dir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def answers() -> bool:
+            try:
+                return bool(sync_redis.Redis(port=self.port, socket_timeout=1).ping())
+            except sync_redis.RedisError:
+                return False
+
+        wait_until(answers, 15, what="redis-server to answer")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def tcp_redis(tmp_path: Path) -> Iterator[TcpRedis]:
+    server = TcpRedis(tmp_path / "tcp-redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
+async def test_no_stray_errors_once_a_restarted_redis_answers(
+    transport: str,
+    request: pytest.FixtureRequest,
+    start_server: Callable[..., AppServer],
+) -> None:
+    """Pooled connections to the old Redis process are dead after a restart; no request may pay for one."""
+    redis_server = request.getfixturevalue("tcp_redis" if transport == "tcp" else "private_redis")
+    server = start_server(REDIS_URL=redis_server.url)
+    concurrency = 90
+
+    async def burst(path: str) -> list[int]:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=server.url, timeout=10, limits=limits) as client:
+            responses = await asyncio.gather(*(client.get(path) for _ in range(concurrency)))
+        return [r.status_code for r in responses]
+
+    await asyncio.to_thread(post_readings, server.url, [1.0])
+    # Warm the pool: many connections open at once, all of them to this Redis process.
+    assert set(await burst("/api/metrics/latest")) == {200}
+    redis_server.stop()
+    if transport == "tcp":
+        redis_server.start()  # answers PING when this returns
+    else:
+        redis_server.ensure_running()
+    statuses = await burst("/api/metrics/latest")
+    assert statuses.count(200) == concurrency, sorted(statuses)
+    # /readyz says what requests see: ready, and a request right after it succeeds.
+    assert httpx.get(server.url + "/readyz").status_code == 200
+    assert set(await burst("/api/events?since=0-0")) == {200}

@@ -16,6 +16,7 @@ fail the streams:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import cast
 
@@ -50,6 +51,7 @@ class EventReader:
         self._lost = False
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._retry_now = asyncio.Event()
 
     @property
     def healthy(self) -> asyncio.Event:
@@ -66,6 +68,15 @@ class EventReader:
             asyncio.create_task(self._read_forever(), name="livedash-event-reader"),
             asyncio.create_task(run_keepalive(self.hub, self.keepalive), name="livedash-keepalive"),
         ]
+
+    def retry_now(self) -> None:
+        """Cut a reconnect backoff short (someone saw Redis answer again)."""
+        self._retry_now.set()
+
+    async def _backoff(self, delay: float) -> None:
+        self._retry_now.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._retry_now.wait(), delay)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -103,7 +114,7 @@ class EventReader:
                     log.warning("event log reader lost Redis: %s", exc)
                     self._lost = True
                     hub.feed_lost()
-                await asyncio.sleep(delay)
+                await self._backoff(delay)
                 delay = min(delay * 2, RECONNECT_MAX_DELAY)
             except Exception:
                 log.exception("event log reader failed; retrying")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 from quart import Blueprint, Response
@@ -13,6 +14,9 @@ from app.web.responses import json_response
 from app.web.routing import route
 
 bp = Blueprint("health", __name__)
+
+# How long /readyz waits for a reader that was told to reconnect.
+READER_CATCH_UP = 1.0
 
 
 # Public: liveness and readiness for load balancers.
@@ -32,9 +36,16 @@ async def healthz() -> Response:
 )
 async def readyz() -> Response:
     svc = services()
-    checks = {"redis": False, "reader": svc.hub.healthy.is_set()}
+    checks = {"redis": False, "reader": False}
     with contextlib.suppress(RedisError, OSError):
         checks["redis"] = bool(await svc.redis.ping())
+    if checks["redis"] and not svc.hub.healthy.is_set():
+        # Redis answers requests again but the reader is still in its reconnect
+        # backoff: have it try now, so readiness follows what requests see.
+        svc.events_reader.retry_now()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(svc.hub.healthy.wait(), READER_CATCH_UP)
+    checks["reader"] = svc.hub.healthy.is_set()
     ok = all(checks.values())
     body = {"status": "ok" if ok else "unavailable", "checks": checks}
     headers = {} if ok else {"Retry-After": "2"}
