@@ -72,7 +72,7 @@ async def open_services(app: Quart, settings: Settings) -> Services:
         log=EventLog(redis, keys.events, settings.event_log_maxlen, keys.epoch),
         hub=hub,
         events_reader=events_reader,
-        series=SeriesStore(redis, keys, settings.history_size, settings.event_log_maxlen),
+        series=SeriesStore.from_settings(redis, keys, settings),
         annotations=AnnotationStore(redis, keys, settings),
         alerts=AlertStore(redis, keys, settings),
         presence=PresenceStore(

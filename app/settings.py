@@ -53,6 +53,10 @@ class Settings(BaseSettings):
 
     # --- ingest -------------------------------------------------------------
     history_size: int = Field(240, ge=1, le=100_000)
+    # Series (device + metric + tags) a device, and the whole deployment, may have;
+    # a batch that would create more is refused whole (422 series_limit).
+    max_series_per_device: int = Field(1_000, ge=1)
+    max_series: int = Field(100_000, ge=1)
     max_batch: int = Field(5_000, ge=1)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     # JSON POST /api/metrics answered in front of Quart (app/ingest/fast_path.py).

@@ -24,11 +24,11 @@ from redis.asyncio import Redis
 from app.documents.versioned import VersionedScript, Written, new_id
 from app.events.event import ZERO_ID
 from app.settings import Settings
-from app.storage.keyspace import Keys
+from app.storage.keyspace import Keys, series_id
 from app.validation import Slug
 
-FIELDS = ("name", "device", "metric", "op", "threshold", "hysteresis", "min_duration_ms", "enabled")
-IMMUTABLE = ("device", "metric")  # a different series is a different rule
+FIELDS = ("name", "device", "metric", "tags", "series", "op", "threshold", "hysteresis", "min_duration_ms", "enabled")
+IMMUTABLE = ("device", "metric", "tags")  # a different series is a different rule
 CLEARABLE = frozenset({"name"})
 MAX_MIN_DURATION_MS = 7 * 24 * 3600 * 1000
 
@@ -44,6 +44,12 @@ NonNegative = Annotated[float, BeforeValidator(_not_bool), Field(ge=0, allow_inf
 Duration = Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=MAX_MIN_DURATION_MS)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Op = Literal["above", "below"]
+Tags = Annotated[dict[Slug, Annotated[str, StringConstraints(max_length=128)]], Field(max_length=16)]
+
+
+def _sorted_tags(value: dict[str, str] | None) -> dict[str, str] | None:
+    # Stored sorted, so the immutability check compares like with like.
+    return None if value is None else dict(sorted(value.items()))
 
 
 class RuleCreate(BaseModel):
@@ -52,11 +58,15 @@ class RuleCreate(BaseModel):
     name: Name | None = None
     device: Slug
     metric: Slug
+    # The series is device + metric + these tags (all of them, as the readings carry them).
+    tags: Tags = Field(default_factory=dict)
     op: Op
     threshold: Number
     hysteresis: NonNegative = 0.0
     min_duration_ms: Duration = 0
     enabled: bool = True
+
+    _tags = field_validator("tags")(_sorted_tags)
 
 
 class RuleUpdate(BaseModel):
@@ -67,6 +77,7 @@ class RuleUpdate(BaseModel):
     name: Name | None = None
     device: Slug | None = None  # may be sent (forms re-post it) but must not change
     metric: Slug | None = None
+    tags: Tags | None = None
     op: Op | None = None
     threshold: Number | None = None
     hysteresis: NonNegative | None = None
@@ -74,7 +85,9 @@ class RuleUpdate(BaseModel):
     enabled: bool | None = None
     version: int | None = Field(None, ge=1)
 
-    @field_validator("device", "metric", "op", "threshold", "hysteresis", "min_duration_ms", "enabled")
+    _tags = field_validator("tags")(_sorted_tags)
+
+    @field_validator("device", "metric", "tags", "op", "threshold", "hysteresis", "min_duration_ms", "enabled")
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         # Defaults are not validated, so this only sees an explicit null.
@@ -127,6 +140,7 @@ class AlertStore:
     async def create(self, data: RuleCreate, actor: str | None = None) -> Written:
         rule_id = new_id()
         sets = data.model_dump(exclude_none=True)
+        sets["series"] = series_id(data.device, data.metric, data.tags)  # what alert_eval.lua looks rules up by
         return await self.script.write("create", rule_id, self._keys(rule_id), sets=sets, actor=actor)
 
     async def update(self, rule_id: str, patch: RuleUpdate, expected: int | None, actor: str | None = None) -> Written:
@@ -176,7 +190,7 @@ class AlertStore:
             rule = orjson.loads(doc)
             rule["state"] = _state(states.get(rule_id))
             out.append(rule)
-        out.sort(key=lambda r: (r["device"], r["metric"], r["created"], r["id"]))
+        out.sort(key=lambda r: (r["device"], r["metric"], sorted((r.get("tags") or {}).items()), r["created"], r["id"]))
         return out, _cursor(newest)
 
     # --- evaluation -------------------------------------------------------------

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from app.errors import Unprocessable
+from app.storage.keyspace import series_id
 from app.validation import Slug, not_bool, now_ms, parse_ts, validation_detail
 
 
@@ -43,7 +44,8 @@ class Reading(BaseModel):
 
     @property
     def series(self) -> str:
-        return f"{self.device}/{self.metric}"
+        """The canonical series id: device, metric and every tag (``app.storage.keyspace.series_id``)."""
+        return series_id(self.device, self.metric, self.tags)
 
 
 _batch = TypeAdapter(list[Reading])

@@ -7,6 +7,7 @@ clean up exactly what they created.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -32,6 +33,11 @@ class Keys:
 
     def history(self, series: str) -> str:
         return f"{self.prefix}history:{series}"
+
+    @property
+    def series_per_device(self) -> str:
+        """Hash: device -> how many series it has (the per-device series limit)."""
+        return f"{self.prefix}series-per-device"
 
     @property
     def demo_lease(self) -> str:
@@ -116,9 +122,23 @@ class Keys:
         return f"{self.prefix}*"
 
 
-def series_id(device: str, metric: str) -> str:
-    """Slugs cannot contain '/', so this is unambiguous."""
-    return f"{device}/{metric}"
+def series_id(device: str, metric: str, tags: Mapping[str, str] | None = None) -> str:
+    """A series' canonical id: ``device/metric``, then ``{k=v,k2=v2}`` with the tags sorted by key.
+
+    Slugs cannot contain '/', '{', '=' or ','; in tag values '\\', ',' and '}'
+    are escaped with a backslash, so no two series share an id. A series
+    without tags keeps the id it had before tags were part of the identity.
+    """
+    if not tags:
+        return f"{device}/{metric}"
+    inner = ",".join(f"{k}={_escape(tags[k])}" for k in sorted(tags))
+    return f"{device}/{metric}{{{inner}}}"
+
+
+def _escape(value: str) -> str:
+    if "\\" in value or "," in value or "}" in value:
+        return value.replace("\\", "\\\\").replace(",", "\\,").replace("}", "\\}")
+    return value
 
 
 def device_topic(device: str) -> str:

@@ -18,7 +18,8 @@ if result[1] ~= 'ok' then return result end
 
 local id, mode, now, rule_json = ARGV[#ARGV], ARGV[1], ARGV[3], result[2]
 local rule = cjson.decode(rule_json)
-local series = rule.device .. '/' .. rule.metric
+-- The rule's series id (device/metric{tags}, set at create); rules older than tags have none.
+local series = rule.series or (rule.device .. '/' .. rule.metric)
 
 local listed = {}
 for member in string.gmatch(redis.call('HGET', KEYS[5], series) or '', '[^,]+') do

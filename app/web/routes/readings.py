@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 
 from app.auth.access import INGEST, READ, Identity
 from app.auth.guard import current_identity, require_devices
@@ -12,13 +13,17 @@ from app.errors import BadRequest, Unprocessable
 from app.ingest.pipeline import ingest as ingest_readings
 from app.ingest.readings import parse_readings
 from app.ops import telemetry
+from app.series import TagFilter
 from app.services import Services, services
 from app.storage.keyspace import series_id
+from app.validation import SLUG_PATTERN
 from app.web.bodies import int_arg, json_or_form, slug_arg
 from app.web.responses import json_response
 from app.web.routing import BODY_ERRORS, DEVICE, METRIC, Param, route
 
 bp = Blueprint("metrics", __name__)
+
+TAG = Param("tag", description="key:value, repeatable; values of one key are alternatives, keys all apply")
 
 MAX_SERIES_PER_QUERY = 200
 
@@ -82,11 +87,11 @@ async def accept_readings(svc: Services, body: Any, identity: Identity) -> dict[
     access=READ,
     summary="Latest value of every series",
     tag="readings",
-    params=(DEVICE, METRIC),
+    params=(DEVICE, METRIC, TAG),
     errors=(400,),
 )
 async def latest() -> Response:
-    items, cursor = await services().series.latest(slug_arg("device"), slug_arg("metric"))
+    items, cursor = await services().series.latest(slug_arg("device"), slug_arg("metric"), tag_filter())
     items = [r for r in items if current_identity().sees_device(r["device"])]
     return json_response({"series": items, "cursor": cursor})
 
@@ -98,25 +103,34 @@ async def latest() -> Response:
     access=READ,
     summary="Recent history of series",
     tag="readings",
-    params=(DEVICE, METRIC, Param("limit", type="integer", description="points per series")),
+    params=(DEVICE, METRIC, TAG, Param("limit", type="integer", description="points per series")),
     errors=(400,),
 )
 async def series() -> Response:
     svc = services()
-    device, metric = slug_arg("device"), slug_arg("metric")
+    device, metric, tags = slug_arg("device"), slug_arg("metric"), tag_filter()
     limit = int_arg("limit", svc.settings.history_size, 1, svc.settings.history_size)
-    ids = [
-        sid
-        for sid in await svc.series.series_ids()
-        if (device is None or sid.split("/")[0] == device)
-        and (metric is None or sid.split("/")[1] == metric)
-        and current_identity().sees_device(sid.split("/")[0])
-    ][:MAX_SERIES_PER_QUERY]
-    if device and metric and not ids and current_identity().sees_device(device):
-        ids = [series_id(device, metric)]
+    found, _ = await svc.series.latest(device, metric, tags)
+    found = [r for r in found if current_identity().sees_device(r["device"])][:MAX_SERIES_PER_QUERY]
+    if device and metric and not found and not tags and current_identity().sees_device(device):
+        found = [{"device": device, "metric": metric, "tags": {}}]
+    ids = [series_id(r["device"], r["metric"], r.get("tags")) for r in found]
     points, cursor = await svc.series.history(ids, limit)
     out = []
-    for sid in ids:
-        dev, _, met = sid.partition("/")
-        out.append({"device": dev, "metric": met, "points": points[sid]})
+    for sid, r in zip(ids, found, strict=True):
+        entry = {"device": r["device"], "metric": r["metric"], "tags": r.get("tags") or {}}
+        if r.get("unit"):
+            entry["unit"] = r["unit"]
+        out.append({**entry, "points": points[sid]})
     return json_response({"series": out, "cursor": cursor})
+
+
+def tag_filter() -> TagFilter | None:
+    """``tag=key:value``, repeatable: several values of one key match any, different keys all."""
+    wanted: TagFilter = {}
+    for raw in request.args.getlist("tag"):
+        key, sep, value = raw.partition(":")
+        if not sep or not re.match(SLUG_PATTERN, key):
+            raise BadRequest("query parameter 'tag' must look like key:value (the key a slug)", code="bad_query")
+        wanted.setdefault(key, set()).add(value)
+    return wanted or None
