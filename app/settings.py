@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     write_rate_limit: int = Field(1_200, ge=1)
     write_rate_window: float = Field(60 * SECONDS, gt=0)
     audit_maxlen: int = Field(10_000, ge=100)
+    # Refusals (401, 403, 429, failed logins) are counted per client address in
+    # a window and only sampled into their own log (app/auth/audit.py); failed
+    # credentials past the limit get 429 for the rest of the window.
+    auth_failure_limit: int = Field(30, ge=1)
+    auth_failure_window: float = Field(60 * SECONDS, gt=0)
+    audit_refusals_maxlen: int = Field(1_000, ge=10)
 
     @model_validator(mode="after")
     def _presence_outlives_heartbeat(self) -> Settings:

@@ -204,8 +204,12 @@ async def test_bad_token_link_is_refused_and_audited(sclient: QuartClient) -> No
     assert response.headers["Location"] == "/", "never an open redirect"
     entries = (await (await sclient.get("/api/audit", headers=ADMIN)).get_json())["entries"]
     actions = [e["action"] for e in entries]
-    assert "login-failed" in actions and "login" in actions and "token-created" in actions
-    assert all(viewer not in str(e) for e in entries), "the audit log never holds a token"
+    assert "login" in actions and "token-created" in actions
+    refusals = (await (await sclient.get("/api/audit?kind=refusals", headers=ADMIN)).get_json())["entries"]
+    assert [e["action"] for e in refusals] == ["login-failed", "login-failed"]
+    assert [e["count"] for e in refusals] == [2, 1], "counted per source; the 1st and 2nd are sampled"
+    assert all(viewer not in str(e) for e in entries + refusals), "the audit log never holds a token"
+    assert (await sclient.get("/api/audit?kind=everything", headers=ADMIN)).status_code == 400
 
 
 async def test_security_headers(sclient: QuartClient) -> None:
@@ -345,3 +349,23 @@ async def test_recheck_ends_sessions_of_a_rotated_admin_token(redis_url: str, ke
         assert subs["current"].drain() == [] and not subs["current"].closed
     finally:
         await redis.aclose()
+
+
+async def test_failed_logins_are_limited_per_address(make_settings: Callable[..., Settings]) -> None:
+    application = create_app(secure_settings(make_settings, auth_failure_limit=3, auth_failure_window=30))
+    async with application.test_app():
+        client = application.test_client()
+        viewer = await make_token(client, "viewer")
+        statuses = []
+        for i in range(6):
+            form = {"token": f"ldt_wrong-wrong-wrong-wrong-{i:04d}", "next": "/"}
+            statuses.append((await client.post("/login", form=form)).status_code)
+        assert statuses == [401, 401, 401, 429, 429, 429]
+        refused = await client.get("/login?token=ldt_wrong-wrong-wrong-wrong-link")
+        assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 30
+        assert "Too many failed logins" in await refused.get_data(as_text=True)
+        bad_bearer = await client.get("/api/metrics/latest", headers=bearer("ldt_wrong-wrong-wrong-wrong-api"))
+        assert bad_bearer.status_code == 429 and (await bad_bearer.get_json())["error"] == "too_many_failures"
+        # Only failures are limited: a good token from the same address still gets in.
+        assert (await client.get(f"/login?token={viewer}")).status_code == 303
+        assert (await client.get("/api/metrics/latest", headers=ADMIN)).status_code == 200

@@ -8,6 +8,7 @@ role-by-endpoint matrix over real HTTP; XSS in the htmx stream flavour;
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
@@ -22,6 +23,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+import redis
 
 from app.storage.embedded import EmbeddedServer
 
@@ -367,3 +369,46 @@ async def test_revoking_a_token_ends_its_sessions_and_their_streams(secure: Call
     assert httpx.get(f"{server.url}/api/session", headers={"Cookie": cookie}, timeout=10).status_code == 401
     renew = httpx.post(f"{server.url}/api/session/renew", headers={"Cookie": cookie, "X-CSRF-Token": csrf}, timeout=10)
     assert renew.status_code == 401
+
+
+def test_bogus_tokens_cannot_flush_the_audit_log(
+    secure: Callable[..., AppServer], sync_client: redis.Redis, key_prefix: str
+) -> None:
+    """A few hundred requests with bogus tokens, against a small log and limit (the finding was 10,100 vs 10,000)."""
+    server = secure(LIVEDASH_AUDIT_MAXLEN="100", LIVEDASH_AUTH_FAILURE_LIMIT="20", LIVEDASH_AUDIT_REFUSALS_MAXLEN="50")
+    created = httpx.post(f"{server.url}/api/tokens", json={"role": "viewer"}, headers=ADMIN, timeout=10).json()
+    bogus = [f"ldt_bogus-{i:04d}-{os.urandom(8).hex()}" for i in range(400)]
+    statuses: dict[int, int] = {}
+    # A connection each, like a flood from scripts (a POST refused before its body is read may close a
+    # kept-alive connection just as the next request goes out on it).
+    no_keepalive = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(base_url=server.url, timeout=10, limits=no_keepalive) as client:
+        for i, token in enumerate(bogus):
+            match i % 4:
+                case 0:  # the ingest fast path
+                    reading = {"device": "pump-1", "metric": "t", "value": i}
+                    response = client.post("/api/metrics", json=reading, headers=bearer(token))
+                case 1:
+                    response = client.get("/api/metrics/latest", headers=bearer(token))
+                case 2:
+                    response = client.get("/login", params={"token": token})
+                case _:
+                    response = client.post("/login", data={"token": token})
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            if response.status_code == 429:
+                assert 1 <= int(response.headers["Retry-After"]) <= 60
+        assert statuses == {401: 20, 429: 380}, "the source gets 429 past its failure limit"
+        # Security entries survive; a valid token from the same address still works.
+        entries = client.get("/api/audit", params={"limit": 1000}, headers=ADMIN).json()["entries"]
+        assert [e["token"] for e in entries if e["action"] == "token-created"] == [created["id"]]
+        refusals = client.get("/api/audit", params={"kind": "refusals", "limit": 1000}, headers=ADMIN).json()
+    # Sampled per source and kind (the 1st, 2nd, 4th, ... of each), not one entry per refusal.
+    sampled = refusals["entries"]
+    assert 0 < len(sampled) <= 20 and {e["source"] for e in sampled} == {"127.0.0.1"}
+    assert {e["action"] for e in sampled} == {"bad-token", "login-failed"}
+    assert max(e["count"] for e in sampled if e["action"] == "bad-token") == 128
+    # No key per bogus token: nothing under this test's prefix names one.
+    keys = [k.decode() for k in sync_client.scan_iter(match=key_prefix + "*", count=1000)]
+    hashes = {hashlib.sha256(t.encode()).hexdigest() for t in bogus}
+    assert not [k for k in keys if k.rsplit(":", 1)[-1] in hashes]
+    assert len(keys) < 20, keys

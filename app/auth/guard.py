@@ -13,6 +13,10 @@ For each request, in order:
    none: a browser never attaches a Bearer header by itself).
 4. count the write against the token's rate limit (``app/auth/ratelimit.py``).
 
+Each refusal is counted against the client's address and only sampled into
+the refusal log, apart from the security audit log (``app/auth/audit.py``);
+failed credentials past ``LIVEDASH_AUTH_FAILURE_LIMIT`` get 429.
+
 Routes then narrow what they answer with ``visible_topics``, ``require_room``
 and ``require_devices``. With ``LIVEDASH_AUTH=off`` every caller is an
 anonymous admin and none of this runs.
@@ -22,7 +26,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import quote
 
 from quart import Quart, Response, g, request
@@ -61,7 +67,9 @@ class Guard:
         # Without a secret key (auth off) there are no sessions to sign.
         self.sessions = SessionStore(redis, keys, settings.secret_key or "", settings.session_ttl)
         self.rate = WriteRateLimit(redis, keys, settings.write_rate_limit, settings.write_rate_window)
-        self.audit = AuditLog(redis, keys, settings.audit_maxlen)
+        self.audit = AuditLog(
+            redis, keys, settings.audit_maxlen, settings.audit_refusals_maxlen, settings.auth_failure_window
+        )
         self._bootstrap = hash_token(settings.admin_token) if settings.admin_token else None
 
     def is_bootstrap(self, token: str) -> bool:
@@ -114,7 +122,7 @@ class Guard:
             identity = self.bootstrap_identity()
             return identity, await self.rate.count(identity.token_hash)
         digest = hash_token(token)
-        raw, counted = await self.rate.get_and_count(self.tokens.keys.token(digest), digest)
+        raw, counted = await self.rate.lookup_and_count(self.tokens.keys.token(digest), digest)
         record = self.tokens.record_from(raw)
         return (None if record is None else self.identity_of(record, digest)), counted
 
@@ -125,6 +133,27 @@ class Guard:
         # recorded as "bootstrap" before fingerprints) names none: that session is over.
         record = await self.tokens.by_hash(session.token_hash)
         return None if record is None else self.identity_of(record, session.token_hash, session)
+
+    async def refuse(self, kind: str, who: str, *, source: str | None, failure: bool = False, **details: Any) -> None:
+        """Count a refusal against its source (``source``: the client address), sampled into the refusal log.
+
+        A failed credential (``failure``) past ``LIVEDASH_AUTH_FAILURE_LIMIT``
+        in the source's window raises 429 instead of letting the caller's 401
+        go out: the answer to a flood of guesses is a cheap refusal with
+        ``Retry-After``. Counted per address, never per token presented (no key
+        per bogus token), and only failures count: a valid credential from the
+        same address (a NAT shared with whoever floods) still works.
+        """
+        counted = await self.audit.refused(source, kind, who, failure=failure, **details)
+        limit = self.settings.auth_failure_limit
+        if failure and counted is not None and counted.failures > limit:
+            retry = max(1, math.ceil(counted.left_ms / 1000))
+            raise TooManyRequests(
+                f"too many failed credentials from this address (more than {limit} in "
+                f"{self.settings.auth_failure_window:g} s); retry in {retry} s",
+                code="too_many_failures",
+                headers={"Retry-After": str(retry)},
+            )
 
     async def identify(self) -> Identity | None:
         header = request.headers.get("Authorization", "")
@@ -181,10 +210,14 @@ async def check_request() -> Response | None:
         return None  # 404 / 405: the error handler answers, and serves nothing
     roles = allowed_roles(request.endpoint)
     grd = guard()
+    source = request.remote_addr
     try:
         identity = await grd.identify()
     except Unauthorized:
-        await grd.audit.record("denied", "(bad token)", method=request.method, path=request.path, status=401)
+        # Past the source's failure limit this raises 429 instead.
+        await grd.refuse(
+            "bad-token", "(bad token)", source=source, failure=True, method=request.method, path=request.path
+        )
         raise
     if roles is None:
         g.identity = identity
@@ -192,23 +225,23 @@ async def check_request() -> Response | None:
     if identity is None:
         if _is_page():
             return see_other("/login?next=" + quote(safe_next(request.full_path.rstrip("?")), safe="/"))
-        await grd.audit.record("denied", "(anonymous)", method=request.method, path=request.path, status=401)
+        await grd.refuse("anonymous", "(anonymous)", source=source, method=request.method, path=request.path)
         raise Unauthorized("authentication required: send 'Authorization: Bearer <token>'", headers=CHALLENGE)
     if identity.role not in roles:
-        await grd.audit.record("denied", identity.who, method=request.method, path=request.path, status=403)
+        await grd.refuse("wrong-role", identity.who, source=source, method=request.method, path=request.path)
         needed = " or ".join(sorted(roles))
         raise Forbidden(f"this needs the role {needed}; this credential is {identity.role}", code="wrong_role")
     if request.method not in SAFE_METHODS:
         if identity.via_cookie and not csrf_exempt(request.endpoint):
             sent = request.headers.get(CSRF_HEADER, "")
             if not (identity.csrf and sent and hmac.compare_digest(sent.encode(), identity.csrf.encode())):
-                await grd.audit.record("denied", identity.who, method=request.method, path=request.path, reason="csrf")
+                await grd.refuse("csrf", identity.who, source=source, method=request.method, path=request.path)
                 raise Forbidden(f"missing or wrong {CSRF_HEADER} header", code="csrf")
         if not rate_exempt(request.endpoint):
             try:
                 await grd.rate.hit(identity.token_hash)
             except TooManyRequests:
-                await grd.audit.record("rate-limited", identity.who, method=request.method, path=request.path)
+                await grd.refuse("rate-limited", identity.who, source=source, method=request.method, path=request.path)
                 raise
     g.identity = identity
     return None
@@ -216,8 +249,8 @@ async def check_request() -> Response | None:
 
 # Writes not audited one by one: logging in (audited as such), presence
 # heartbeats, and readings. Sensors post thousands of readings a second; an
-# entry each would push every token change, denial and rate-limit entry out
-# of the bounded audit log within seconds. Readings are counted instead
+# entry each would push every token change out of the bounded audit log
+# within seconds. Readings are counted instead
 # (``livedash_readings_accepted_total``); a refused one is still audited.
 NOT_AUDITED = frozenset({"auth.login", "presence.heartbeat", "presence.leave", "metrics.ingest", "write.write"})
 
@@ -262,7 +295,8 @@ async def bearer_writer(app: Quart, authorization: str, endpoint: str, path: str
     try:
         grd.rate.check(counted)
     except TooManyRequests:
-        await grd.audit.record("rate-limited", identity.who, method="POST", path=path)
+        # No client address on this path: the token is the source (it is what the write rate is kept for).
+        await grd.refuse("rate-limited", identity.who, source=f"token:{identity.token_id}", method="POST", path=path)
         raise
     return identity
 

@@ -1,6 +1,6 @@
 """Per-token write rate limit, counted in Redis so it holds across processes.
 
-A fixed window per token, keyed by the token's hash (``scripts/write_rate.lua``):
+A fixed window per token, keyed by the token's hash (``app/storage/lua/write_rate.lua``):
 simple, one round trip (shared with the token lookup on the ingest path), and
 exact across any number of workers. A client over the limit gets
 429 with ``Retry-After`` (the seconds until its window ends) before its
@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
 from app.errors import TooManyRequests
 from app.storage import lua as scripts
@@ -29,6 +28,7 @@ class WriteRateLimit:
         self.limit = limit
         self.window_ms = max(1, int(window * 1000))
         self.script = scripts.load(redis, "write_rate")
+        self.lookup_script = scripts.load(redis, "token_write")
 
     async def hit(self, token_hash: str) -> None:
         """Count one write; raise TooManyRequests past the limit."""
@@ -38,26 +38,17 @@ class WriteRateLimit:
         count, left_ms = await self.script(keys=[self.keys.write_rate(token_hash)], args=[self.window_ms])
         return int(count), int(left_ms)
 
-    async def get_and_count(self, key: str, token_hash: str) -> tuple[bytes | None, Counted]:
-        """GET ``key`` and count one write for ``token_hash``, in one round trip.
+    async def lookup_and_count(self, key: str, token_hash: str) -> tuple[bytes | None, Counted]:
+        """GET the token record at ``key`` and, only if there is one, count a write for it: one round trip.
 
-        For the ingest path, where the token lookup and the count would
-        otherwise be two. The caller decides, once it knows the token is good,
-        whether to ``check`` the count (an unknown token's count expires
-        unused).
+        For the ingest path, where the lookup and the count would otherwise be
+        two (``app/storage/lua/token_write.lua``). An unknown token is not
+        counted and leaves no key behind; the caller decides, once it knows the
+        token's role, whether to ``check`` the count.
         """
-        counter = self.keys.write_rate(token_hash)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(key)
-            pipe.evalsha(self.script.sha, 1, counter, self.window_ms)
-            raw, counted = await pipe.execute(raise_on_error=False)
-        if isinstance(raw, Exception):
-            raise raw
-        if isinstance(counted, NoScriptError):  # Redis restarted: the client loads the script again
-            counted = await self.script(keys=[counter], args=[self.window_ms])
-        elif isinstance(counted, Exception):
-            raise counted
-        count, left_ms = counted
+        raw, count, left_ms = await self.lookup_script(
+            keys=[key, self.keys.write_rate(token_hash)], args=[self.window_ms]
+        )
         return raw, (int(count), int(left_ms))
 
     def check(self, counted: Counted) -> None:

@@ -98,7 +98,9 @@ class Keys:
     # Security (app/auth/tokens.py, app/auth/sessions.py, app/auth/ratelimit.py, app/auth/audit.py):
     # a token's record under the sha256 of its plaintext (never the plaintext),
     # an index of token ids -> that hash for listing and revoking, one hash per
-    # browser session, one fixed-window counter per token, the audit stream.
+    # browser session, one fixed-window counter per token, the audit stream
+    # (security entries), and for refusals: one hash of counts per client
+    # address (never per token presented) and the sampled refusal log.
     def token(self, token_hash: str) -> str:
         return f"{self.prefix}token:{token_hash}"
 
@@ -115,6 +117,13 @@ class Keys:
     @property
     def audit(self) -> str:
         return f"{self.prefix}audit"
+
+    def refusals(self, source: str) -> str:
+        return f"{self.prefix}refusals:{source}"
+
+    @property
+    def audit_refusals(self) -> str:
+        return f"{self.prefix}audit:refusals"
 
     @property
     def pattern(self) -> str:

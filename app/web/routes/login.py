@@ -17,7 +17,7 @@ from app.auth.access import ANY, PUBLIC, Identity
 from app.auth.guard import CSRF_HEADER, current_identity, guard, safe_next, see_other
 from app.auth.sessions import COOKIE_NAME, SessionRecord
 from app.auth.tokens import looks_like_token
-from app.errors import BadRequest, Unauthorized
+from app.errors import BadRequest, TooManyRequests, Unauthorized
 from app.services import services
 from app.settings import Settings
 from app.web.htmx import is_htmx
@@ -58,7 +58,14 @@ async def _exchange(token: str, next_path: str) -> Response:
     grd = guard()
     identity = await grd.from_token(token) if looks_like_token(token) else None
     if identity is None:
-        await grd.audit.record("login-failed", "(unknown token)", remote=request.remote_addr)
+        try:
+            await grd.refuse("login-failed", "(unknown token)", source=request.remote_addr, failure=True)
+        except TooManyRequests as exc:
+            retry = exc.headers.get("Retry-After", "60")
+            message = f"Too many failed logins from your address; try again in {retry} s."
+            response = await _login_form(message, next_path, 429)
+            response.headers.update(exc.headers)
+            return response
         return await _login_form("That token is unknown, revoked or expired.", next_path, 401)
     session = await grd.sessions.open(identity.token_hash, identity.expires_at)
     await grd.audit.record("login", identity.who, session=session.id[:8], remote=request.remote_addr)
@@ -79,7 +86,7 @@ async def _exchange(token: str, next_path: str) -> Response:
     tag="auth",
     ok_type="text/html",
     params=(Param("token", description="a token (from a login link)"), Param("next", description="where to go")),
-    errors=(401,),
+    errors=(401, 429),
 )
 async def login_page() -> Response:
     next_path = safe_next(request.args.get("next", "/"))
@@ -100,7 +107,7 @@ async def login_page() -> Response:
     tag="auth",
     ok=303,
     ok_type="",
-    errors=(401,),
+    errors=(401, 429),
     csrf_exempt=True,
     rate_exempt=True,
 )

@@ -5,7 +5,9 @@ its hash is kept), with a ready login link for browsers. ``GET /api/tokens``
 lists them (never a plaintext); ``POST /api/tokens/<id>/revoke`` (or
 ``DELETE /api/tokens/<id>``) revokes one: its open streams end within
 ``LIVEDASH_AUTH_RECHECK_INTERVAL`` seconds. ``GET /api/audit`` reads the
-audit log, newest first.
+security audit log, newest first; ``GET /api/audit?kind=refusals`` the
+refusal log (sampled per client address, each entry with its count; see
+``app/auth/audit.py``).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from urllib.parse import quote
 from quart import Blueprint, Response, request
 
 from app.auth.access import ADMIN
+from app.auth.audit import KINDS
 from app.auth.guard import current_identity, guard
 from app.auth.tokens import parse_create
-from app.errors import NotFound
+from app.errors import BadRequest, NotFound
 from app.web.bodies import int_arg, json_or_form
 from app.web.responses import NO_STORE, json_response
 from app.web.routing import Param, also, route
@@ -100,11 +103,21 @@ async def revoke(token_id: str) -> Response:
     "GET",
     "/api/audit",
     access=ADMIN,
-    summary="The audit log, newest first (admin): token changes, logins, refusals, writes to annotations and rules",
+    summary="The audit log, newest first (admin): token changes, logins, writes to annotations and rules",
     tag="auth",
-    params=(Param("limit", type="integer"),),
-    errors=(401, 403),
+    description="`kind=refusals` reads the refusal log instead (401, 403, 429, failed logins): counted per client "
+    "address in a window and sampled (the 1st, 2nd, 4th, 8th, ... of each kind from an address), each entry with "
+    "`source` and `count`.",
+    params=(
+        Param("limit", type="integer"),
+        Param("kind", description="security (default) or refusals"),
+    ),
+    errors=(400, 401, 403),
 )
 async def audit() -> Response:
     limit = int_arg("limit", 100, 1, MAX_AUDIT)
-    return json_response({"entries": await guard().audit.recent(limit)}, headers=NO_STORE)
+    kind = request.args.get("kind", "security")
+    if kind not in KINDS:
+        raise BadRequest(f"kind must be one of {', '.join(KINDS)}", code="bad_kind")
+    entries = await guard().audit.recent(limit, "refusals" if kind == "refusals" else "security")
+    return json_response({"kind": kind, "entries": entries}, headers=NO_STORE)
