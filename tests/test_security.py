@@ -7,6 +7,9 @@ the role matrix over real HTTP, ``livedash run``) are in test_security_e2e.py.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -22,6 +25,7 @@ from app.auth.access import Identity, ScopedTopics
 from app.auth.revocation import recheck_once
 from app.auth.sessions import SessionStore
 from app.auth.tokens import Role, TokenStore, bootstrap_fingerprint
+from app.cli import first_start
 from app.events.hub import Hub
 from app.events.sse import control_frame
 from app.events.topics import TopicFilter
@@ -369,3 +373,35 @@ async def test_failed_logins_are_limited_per_address(make_settings: Callable[...
         # Only failures are limited: a good token from the same address still gets in.
         assert (await client.get(f"/login?token={viewer}")).status_code == 303
         assert (await client.get("/api/metrics/latest", headers=ADMIN)).status_code == 200
+
+
+async def test_no_tokens_over_http_while_auth_is_off(
+    make_settings: Callable[..., Settings],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="livedash.auth"):
+        application = create_app(make_settings(auth="off"))
+    assert "POST /api/tokens is refused" in caplog.text, "the start-up warning says so"
+    async with application.test_app():
+        client = application.test_client()
+        for body in ({"role": "admin"}, {"role": "viewer", "name": "x"}):
+            refused = await client.post("/api/tokens", json=body)
+            assert refused.status_code == 403
+            error = await refused.get_json()
+            assert error["error"] == "auth_off" and "LIVEDASH_AUTH=off" in error["detail"]
+            assert "livedash token create" in error["detail"]
+        form = await client.post("/api/tokens", form={"role": "admin"})
+        assert form.status_code == 403
+        assert (await (await client.get("/api/tokens")).get_json())["tokens"] == [], "nothing was made"
+        # The console talks to Redis itself and stays the way to make one.
+        settings = application.extensions["livedash"].settings
+        monkeypatch.setenv("REDIS_URL", str(settings.redis_url))
+        monkeypatch.setenv("LIVEDASH_KEY_PREFIX", settings.key_prefix)
+        monkeypatch.setenv("LIVEDASH_AUTH", "off")
+        args = argparse.Namespace(role="viewer", name="console", scope=None, devices=None, expires_in=None)
+        assert await asyncio.to_thread(first_start.cmd_token_create, args) == 0
+        assert "created" in capsys.readouterr().out
+        listed = (await (await client.get("/api/tokens")).get_json())["tokens"]
+        assert [(t["role"], t["name"]) for t in listed] == [("viewer", "console")]

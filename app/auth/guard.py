@@ -365,7 +365,9 @@ def init_app(app: Quart, settings: Settings) -> None:
         banner = "!" * 78
         log.warning(
             "\n%s\n!! LIVEDASH_AUTH=off: AUTHENTICATION IS DISABLED. Anyone who can reach this port can read\n"
-            "!! every stream and change every annotation, alert rule and reading.\n%s",
+            "!! every stream and change every annotation, alert rule and reading.\n"
+            "!! POST /api/tokens is refused meanwhile (a token made now would stay valid once auth is on);\n"
+            "!! `livedash token create` on the server still makes them.\n%s",
             banner,
             banner,
         )

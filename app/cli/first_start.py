@@ -175,7 +175,9 @@ def prepare_run(settings: Settings, redis_url: str, host: str, port: int) -> lis
     """Before ``livedash run`` starts hypercorn: the secret key and the first admin. Lines to print."""
     if not settings.auth_on:
         return [
-            "livedash: WARNING: LIVEDASH_AUTH=off: authentication is DISABLED; anyone reaching the port has full access"
+            "livedash: WARNING: LIVEDASH_AUTH=off: authentication is DISABLED; "
+            "anyone reaching the port has full access",
+            "livedash: POST /api/tokens is refused while auth is off; `livedash token create` still makes tokens",
         ]
     if not settings.secret_key:
         os.environ["SECRET_KEY"] = ensure_secret_key(settings.data_dir)

@@ -1,7 +1,9 @@
 """Token management and the audit log, for admins.
 
 ``POST /api/tokens`` creates a token and answers its plaintext once (only
-its hash is kept), with a ready login link for browsers. ``GET /api/tokens``
+its hash is kept), with a ready login link for browsers; it is refused (403)
+while ``LIVEDASH_AUTH=off``, when anyone could mint an admin token that
+outlives the switch. ``GET /api/tokens``
 lists them (never a plaintext); ``POST /api/tokens/<id>/revoke`` (or
 ``DELETE /api/tokens/<id>``) revokes one: its open streams end within
 ``LIVEDASH_AUTH_RECHECK_INTERVAL`` seconds. ``GET /api/audit`` reads the
@@ -20,7 +22,8 @@ from app.auth.access import ADMIN
 from app.auth.audit import KINDS
 from app.auth.guard import current_identity, guard
 from app.auth.tokens import parse_create
-from app.errors import BadRequest, NotFound
+from app.errors import BadRequest, Forbidden, NotFound
+from app.services import services
 from app.web.bodies import int_arg, json_or_form
 from app.web.responses import NO_STORE, json_response
 from app.web.routing import Param, also, route
@@ -55,6 +58,14 @@ async def list_tokens() -> Response:
     errors=(400, 401, 403, 415, 422),
 )
 async def create() -> Response:
+    if not services().settings.auth_on:
+        # Anyone can call this while auth is off, and the token would stay valid once auth is on:
+        # an admin token for whoever asked first. The console (`livedash token create`) stays the way.
+        raise Forbidden(
+            "tokens cannot be created over HTTP while LIVEDASH_AUTH=off (anyone can call this, and the token "
+            "would stay valid once auth is turned on); use `livedash token create` on the server",
+            code="auth_off",
+        )
     body, is_form = await json_or_form()
     if is_form and isinstance(body, dict):
         # A form sends comma lists and empty fields; JSON sends lists and nulls.
