@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
@@ -24,7 +25,7 @@ from app.auth import access
 from app.auth.access import Identity, ScopedTopics
 from app.auth.revocation import recheck_once
 from app.auth.sessions import SessionStore
-from app.auth.tokens import Role, TokenStore, bootstrap_fingerprint
+from app.auth.tokens import Role, TokenCreate, TokenStore, bootstrap_fingerprint
 from app.cli import first_start
 from app.events.hub import Hub
 from app.events.sse import control_frame
@@ -405,3 +406,84 @@ async def test_no_tokens_over_http_while_auth_is_off(
         assert "created" in capsys.readouterr().out
         listed = (await (await client.get("/api/tokens")).get_json())["tokens"]
         assert [(t["role"], t["name"]) for t in listed] == [("viewer", "console")]
+
+
+async def mint(client: QuartClient, headers: dict[str, str], **spec: Any) -> tuple[int, dict[str, Any]]:
+    response = await client.post("/api/tokens", json=spec, headers=headers)
+    return response.status_code, await response.get_json()
+
+
+async def test_a_scoped_admin_mints_only_within_its_scope(sclient: QuartClient) -> None:
+    scoped = bearer(await make_token(sclient, "admin", scope=["device/line-2-*"]))
+    refused: list[dict[str, Any]] = [
+        {"role": "admin"},  # unscoped: everything
+        {"role": "viewer", "scope": ["*"]},
+        {"role": "viewer", "scope": ["device/line-*"]},  # wider
+        {"role": "viewer", "scope": ["device/*-2-a"]},  # overlaps, but also matches device/line-9-2-a
+        {"role": "viewer", "scope": ["device/line-2-a", "device/line-3-a"]},
+        {"role": "viewer", "scope": ["room/device:line-2-a"]},  # shown with device/line-2-a, not inferred
+    ]
+    for spec in refused:
+        status, body = await mint(sclient, scoped, **spec)
+        assert (status, body["error"]) == (403, "out_of_scope"), spec
+        assert "scope" in body["detail"] and "device/line-2-*" in body["detail"], body
+    status, body = await mint(sclient, scoped, role="viewer", scope=["device/line-2-a", "device/line-3-a"])
+    assert "device/line-3-a" in body["detail"] and "device/line-2-a'" not in body["detail"], "names what is outside"
+    allowed = [["device/line-2-*"], ["device/line-2-a"], ["device/line-2-b*", "device/line-2-*-x"]]
+    for scope in allowed:
+        status, body = await mint(sclient, scoped, role="admin", scope=scope)
+        assert status == 201, (scope, body)
+        assert body["scope"] == scope
+    # What it made is bounded too: its own tokens can only narrow further.
+    narrower = bearer(body["token"])
+    status, body = await mint(sclient, narrower, role="viewer", scope=["device/line-2-a"])
+    assert (status, body["error"]) == (403, "out_of_scope")
+    assert (await mint(sclient, narrower, role="viewer", scope=["device/line-2-b1"]))[0] == 201
+    # The unscoped bootstrap admin is not bounded.
+    assert (await mint(sclient, ADMIN, role="admin"))[0] == 201
+
+
+async def test_a_device_limited_admin_mints_only_for_its_devices(sclient: QuartClient) -> None:
+    limited = bearer(await make_token(sclient, "admin", devices=["pump-1", "pump-2"]))
+    for spec in ({"role": "device"}, {"role": "device", "devices": ["pump-1", "fan-9"]}):
+        status, body = await mint(sclient, limited, **spec)
+        assert (status, body["error"]) == (403, "out_of_scope"), spec
+        assert "devices" in body["detail"] or "fan-9" in body["detail"]
+    assert (await mint(sclient, limited, role="device", devices=["pump-2"]))[0] == 201
+    assert (await mint(sclient, limited, role="viewer", devices=["pump-1"]))[0] == 201
+
+
+def test_mint_refusal_never_a_higher_role() -> None:
+    def identity(role: Role) -> Identity:
+        return Identity(role=role, token_id="t", name="t", token_hash="h")
+
+    for caller, allowed in (
+        (Role.VIEWER, {Role.VIEWER}),
+        (Role.EDITOR, {Role.VIEWER, Role.EDITOR}),
+        (Role.ADMIN, {Role.VIEWER, Role.EDITOR, Role.ADMIN, Role.DEVICE}),
+        (Role.DEVICE, {Role.DEVICE}),
+    ):
+        for role in Role:
+            refusal = access.mint_refusal(identity(caller), TokenCreate(role=role))
+            if role in allowed:
+                assert refusal is None, (caller, role)
+            else:
+                assert refusal is not None and refusal[0] == "role_too_high", (caller, role)
+                assert f"a {caller} credential cannot make a {role} token" == refusal[1]
+
+
+def test_pattern_within_is_sound() -> None:
+    """Whenever pattern_within says yes, every topic the requested pattern matches is matched by the allowed one."""
+    alphabet = ["a", "b", "-", "*"]
+    patterns = ["".join(p) for n in range(1, 5) for p in itertools.product(alphabet, repeat=n)]
+    topics = ["".join(p) for n in range(0, 6) for p in itertools.product("ab-", repeat=n)]
+    matched = {p: {t for t in topics if TopicFilter((p,)).matches(t)} for p in patterns}
+    said_yes = 0
+    for requested in patterns:
+        for allowed in patterns:
+            if access.pattern_within(requested, allowed):
+                said_yes += 1
+                assert matched[requested] <= matched[allowed], (requested, allowed)
+    assert said_yes > len(patterns), "and it says yes to more than equal patterns"
+    assert access.pattern_within("device/line-2-a*", "device/line-2-*")
+    assert not access.pattern_within("device/line-*", "device/line-2-*")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from app.auth.tokens import Role
+from app.auth.tokens import Role, TokenCreate
 from app.events.topics import TopicFilter
 from app.web.routing import declaration
 
@@ -125,3 +125,73 @@ class ScopedTopics(TopicFilter):
 
     def matches(self, topic: str) -> bool:
         return super().matches(topic) and scope_allows(self.scope, topic)
+
+
+# --- who may make which token ----------------------------------------------------
+# Roles are ordered viewer < editor < admin; device is apart (it only ingests).
+RANKED = (Role.VIEWER, Role.EDITOR, Role.ADMIN)
+
+
+def mintable_roles(role: Role) -> frozenset[Role]:
+    """The roles a credential of ``role`` may give a token it makes: never a higher one.
+
+    An admin may also make device tokens (they only post readings); a device
+    credential only device tokens.
+    """
+    if role is Role.DEVICE:
+        return frozenset({Role.DEVICE})
+    mintable = set(RANKED[: RANKED.index(role) + 1])
+    if role is Role.ADMIN:
+        mintable.add(Role.DEVICE)
+    return frozenset(mintable)
+
+
+def pattern_within(requested: str, allowed: str) -> bool:
+    """Is every topic ``requested`` matches also matched by ``allowed``? Decided conservatively.
+
+    Yes when they are equal, or when ``allowed`` matches ``requested`` read as
+    a plain topic, its ``*`` taken as literal characters. That is sound: a
+    literal ``*`` of ``requested`` can only be absorbed by a star of
+    ``allowed`` (the literal runs of a pattern never hold a ``*``), and that
+    star absorbs whatever the ``*`` stands for just as well; the literal
+    characters around it match as they did. So ``device/line-2-*`` holds
+    ``device/line-2-a`` and ``device/line-2-a*``, and not ``device/line-*``
+    nor ``*``. It can say no to a pattern that is in fact within (a scope's
+    patterns are not combined, and ``room/device:<d>``, which a scope showing
+    ``device/<d>`` also shows, is not inferred): the safe direction.
+    """
+    return requested == allowed or TopicFilter((allowed,)).matches(requested)
+
+
+def mint_refusal(caller: Identity, spec: TokenCreate) -> tuple[str, str] | None:
+    """Why ``caller`` may not make the token ``spec`` asks for, as (code, detail); None if it may.
+
+    A token makes tokens only within its own role, topic scope and devices, so
+    a scoped or device-limited admin cannot step out of its bounds by minting
+    a wider credential.
+    """
+    if spec.role not in mintable_roles(caller.role):
+        return "role_too_high", f"a {caller.role} credential cannot make a {spec.role} token"
+    if caller.scope is not None and not caller.scope.everything:
+        allowed = list(caller.scope.patterns)
+        if not spec.scope:
+            return "out_of_scope", (
+                f"this credential is scoped to {allowed}: a token it makes must carry a scope within it"
+            )
+        outside = [p for p in spec.scope if not any(pattern_within(p, a) for a in allowed)]
+        if outside:
+            return "out_of_scope", (
+                f"scope pattern(s) {outside} are not within this credential's scope {allowed} "
+                "(each must equal one of its patterns, or be matched by one with its own '*' read literally)"
+            )
+    if caller.devices is not None:
+        allowed_devices = sorted(caller.devices)
+        if spec.devices is None:
+            return "out_of_scope", (
+                f"this credential may only write for {allowed_devices[:10]}: a token it makes must name "
+                "devices among them"
+            )
+        extra = sorted(set(spec.devices) - caller.devices)
+        if extra:
+            return "out_of_scope", f"device(s) {extra[:10]} are not among this credential's devices"
+    return None

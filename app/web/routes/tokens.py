@@ -1,9 +1,10 @@
 """Token management and the audit log, for admins.
 
 ``POST /api/tokens`` creates a token and answers its plaintext once (only
-its hash is kept), with a ready login link for browsers; it is refused (403)
-while ``LIVEDASH_AUTH=off``, when anyone could mint an admin token that
-outlives the switch. ``GET /api/tokens``
+its hash is kept), with a ready login link for browsers. The caller makes
+tokens only within its own role, scope and devices (``access.mint_refusal``,
+403 naming why), and none at all while ``LIVEDASH_AUTH=off``, when anyone
+could mint an admin token that outlives the switch. ``GET /api/tokens``
 lists them (never a plaintext); ``POST /api/tokens/<id>/revoke`` (or
 ``DELETE /api/tokens/<id>``) revokes one: its open streams end within
 ``LIVEDASH_AUTH_RECHECK_INTERVAL`` seconds. ``GET /api/audit`` reads the
@@ -18,7 +19,7 @@ from urllib.parse import quote
 
 from quart import Blueprint, Response, request
 
-from app.auth.access import ADMIN
+from app.auth.access import ADMIN, mint_refusal
 from app.auth.audit import KINDS
 from app.auth.guard import current_identity, guard
 from app.auth.tokens import parse_create
@@ -74,6 +75,10 @@ async def create() -> Response:
             if isinstance(body.get(key), str):
                 body[key] = [p.strip() for p in body[key].split(",") if p.strip()]
     spec = parse_create(body)
+    refusal = mint_refusal(current_identity(), spec)
+    if refusal is not None:
+        code, detail = refusal
+        raise Forbidden(detail, code=code)
     grd = guard()
     plaintext, record = await grd.tokens.create(spec)
     await grd.audit.record("token-created", current_identity().who, token=record.id, role=record.role, name=record.name)
