@@ -15,6 +15,15 @@ Lines (logger ``livedash.access`` and ``livedash.stream``):
 fields as keys. The stream's close reason comes from its subscription
 (``stream_ended``, called by ``routes/stream.py``), because from outside a
 drop and a client going away both look like a cancelled task.
+
+No value can forge a line: many come from the client (the path, topics,
+``Last-Event-ID``, anything an error message quotes), so both formats escape
+control characters (C0, DEL, C1, and the Unicode line and paragraph
+separators). Text writes them as backslash escapes (newline as backslash-n,
+NUL as backslash-x00, a backslash doubled) and quotes a value holding a
+space, a double quote or ``=`` (logfmt), so a value cannot pose as another
+field either; a traceback keeps its lines, each continuation indented. JSON
+writes them as ``\\uXXXX`` escapes, which decode to the original value.
 """
 
 from __future__ import annotations
@@ -54,6 +63,40 @@ def new_request_id(incoming: str | None) -> str:
 
 
 # --- formatting ---------------------------------------------------------------
+# What may never reach a log line raw: C0 controls, DEL, C1 controls, and the
+# Unicode line and paragraph separators (some viewers break lines on them).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_NEEDS_QUOTES = re.compile(r'[\s"=]')
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def escape(text: str) -> str:
+    """``text`` on one line: backslashes doubled, control characters as ``\\n``, ``\\x00``, ``\\u2028``."""
+    return _CONTROL.sub(_escape_char, text.replace("\\", "\\\\"))
+
+
+def text_value(value: Any) -> str:
+    """A field's value in the text format: escaped, and quoted (logfmt) when it holds a space, ``"`` or ``=``."""
+    text = escape(str(value))
+    if text == "" or _NEEDS_QUOTES.search(text):
+        return '"' + text.replace('"', '\\"') + '"'
+    return text
+
+
+# orjson escapes C0 itself (JSON requires it) but leaves DEL, C1 and U+2028/9 raw (JSON allows them), in UTF-8.
+_RAW_IN_JSON = re.compile(rb"\x7f|\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9]")
+
+
+def _escape_json(line: bytes) -> bytes:
+    # They can only stand inside strings, so their \uXXXX escapes decode to the same value.
+    return _RAW_IN_JSON.sub(lambda m: f"\\u{ord(m.group().decode()):04x}".encode(), line)
+
+
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
@@ -78,17 +121,59 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             body["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(body, default=str).decode()
+        if record.stack_info:
+            body["stack"] = self.formatStack(record.stack_info)
+        return _escape_json(orjson.dumps(body, default=str)).decode()
+
+
+def _escaped_message(record: logging.LogRecord) -> str:
+    """The message with its arguments escaped (they carry outside values; the format string is ours)."""
+    args = record.args
+    if not args:
+        return str(record.msg)
+
+    def safe(value: object) -> object:
+        return value if isinstance(value, int | float) else escape(str(value))
+
+    try:
+        if isinstance(args, dict):
+            return str(record.msg) % {key: safe(value) for key, value in args.items()}
+        return str(record.msg) % tuple(safe(value) for value in args)
+    except (TypeError, ValueError):
+        return escape(record.getMessage())
+
+
+def _continued(text: str) -> str:
+    """Text of ours (a format string, a traceback): control characters escaped, but its lines kept.
+
+    Lines after the first are indented, so none can pass for a record of its own.
+    """
+    first, *rest = (_CONTROL.sub(_escape_char, part) for part in text.split("\n"))
+    return "".join([first, *("\n    " + part for part in rest)])
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        extras = " ".join(f"{k}={v}" for k, v in _fields(record).items())
+        record.message = _continued(_escaped_message(record))
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
+        fields = _fields(record)
         rid = getattr(record, "request_id", "-")
         if rid != "-":
-            extras = f"request_id={rid} {extras}".rstrip()
-        return f"{line} {extras}" if extras else line
+            fields = {"request_id": rid, **fields}
+        if fields:
+            line += " " + " ".join(f"{k}={text_value(v)}" for k, v in fields.items())
+        tail = []
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            tail.append(record.exc_text)
+        if record.stack_info:
+            tail.append(self.formatStack(record.stack_info))
+        for block in tail:
+            line += _continued("\n" + block.rstrip("\n"))
+        return line
 
 
 JsonFormatter.converter = time.gmtime
