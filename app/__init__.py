@@ -17,6 +17,7 @@ from app.ingest import fast_path as fast_ingest
 from app.ops import logs
 from app.settings import Settings
 from app.web import assets, security_headers
+from app.web.unread_body import UnreadBody
 from app.web.routes import alerts, dashboard, events, health, presence, prometheus, series_page, stream
 from app.web.routes import annotations as annotation_routes
 from app.web.routes import docs as docs_routes
@@ -65,5 +66,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         write_routes.bp,
     ):
         app.register_blueprint(blueprint)
+    # Outermost: a refusal sent before the body was read keeps the keep-alive connection usable.
+    app.asgi_app = UnreadBody(app.asgi_app)  # type: ignore[method-assign]
 
     return app
