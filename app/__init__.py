@@ -17,7 +17,6 @@ from app.ingest import fast_path as fast_ingest
 from app.ops import logs
 from app.settings import Settings
 from app.web import assets, security_headers
-from app.web.unread_body import UnreadBody
 from app.web.routes import alerts, dashboard, events, health, presence, prometheus, series_page, stream
 from app.web.routes import annotations as annotation_routes
 from app.web.routes import docs as docs_routes
@@ -25,6 +24,7 @@ from app.web.routes import login as auth_routes
 from app.web.routes import readings as metrics
 from app.web.routes import tokens as token_routes
 from app.web.routes import write as write_routes
+from app.web.unread_body import UnreadBody
 
 log = logging.getLogger("livedash")
 
