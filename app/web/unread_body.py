@@ -19,20 +19,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, ASGISendEvent, Scope
 
 DRAIN_LIMIT = 256 * 1024
 DRAIN_TIMEOUT = 2.0
 
-Message = dict[str, Any]
-ASGIApp = Any
+ASGIApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
 
 
 class UnreadBody:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Message, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -49,9 +51,9 @@ class UnreadBody:
             return
         finished = asyncio.Event()
 
-        async def tracked_receive() -> Message:
-            message: Message = await receive()
-            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+        async def tracked_receive() -> ASGIReceiveEvent:
+            message = await receive()
+            if message["type"] == "http.disconnect" or not cast(dict[str, Any], message).get("more_body", False):
                 finished.set()
             return message
 
@@ -75,9 +77,10 @@ class UnreadBody:
                         await task
             return True
 
-        async def guarded_send(message: Message) -> None:
+        async def guarded_send(message: ASGISendEvent) -> None:
             if message["type"] == "http.response.start" and not finished.is_set() and not await drain():
-                message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+                headers = [*message.get("headers", ()), (b"connection", b"close")]
+                message = cast(ASGISendEvent, {**message, "headers": headers})
             await send(message)
 
         await self.app(scope, tracked_receive, guarded_send)
