@@ -126,8 +126,19 @@ _HTTP_CODES = {
 }
 
 
+def asks_for_html() -> bool:
+    """A browser: its ``Accept`` names HTML itself. ``*/*`` (curl, httpx, fetch) or Prometheus's types do not."""
+    return any(kind in HTML_TYPES and quality > 0 for kind, quality in request.accept_mimetypes)
+
+
+HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+
+
 def wants_json() -> bool:
+    """JSON unless a browser asks for HTML (outside ``/api``) and prefers it to JSON."""
     if request.path.startswith("/api") or request.path in ("/healthz", "/readyz"):
+        return True
+    if not asks_for_html():
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
     return best == "application/json"

@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     # "off" turns authentication off entirely (a loud warning at start).
     auth: Literal["on", "off"] = "on"
     admin_token: str | None = Field(None, min_length=16)
+    # A scrape credential for Prometheus: accepted as a Bearer token on /metrics only,
+    # checked in process (no Redis), so scrapes still work while Redis is down.
+    metrics_token: str | None = Field(None, min_length=16)
     session_ttl: float = Field(12 * 3600 * SECONDS, gt=0)
     # An open stream gets a `reauth` event this long before its session ends.
     session_reauth_before: float = Field(5 * 60 * SECONDS, gt=0)

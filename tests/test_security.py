@@ -460,8 +460,9 @@ def test_mint_refusal_never_a_higher_role() -> None:
     for caller, allowed in (
         (Role.VIEWER, {Role.VIEWER}),
         (Role.EDITOR, {Role.VIEWER, Role.EDITOR}),
-        (Role.ADMIN, {Role.VIEWER, Role.EDITOR, Role.ADMIN, Role.DEVICE}),
+        (Role.ADMIN, {Role.VIEWER, Role.EDITOR, Role.ADMIN, Role.DEVICE, Role.METRICS}),
         (Role.DEVICE, {Role.DEVICE}),
+        (Role.METRICS, {Role.METRICS}),
     ):
         for role in Role:
             refusal = access.mint_refusal(identity(caller), TokenCreate(role=role))

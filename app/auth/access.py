@@ -135,14 +135,15 @@ RANKED = (Role.VIEWER, Role.EDITOR, Role.ADMIN)
 def mintable_roles(role: Role) -> frozenset[Role]:
     """The roles a credential of ``role`` may give a token it makes: never a higher one.
 
-    An admin may also make device tokens (they only post readings); a device
-    credential only device tokens.
+    An admin may also make device tokens (they only post readings) and
+    metrics tokens (they only read ``/metrics``); a device or metrics
+    credential only tokens of its own kind.
     """
-    if role is Role.DEVICE:
-        return frozenset({Role.DEVICE})
+    if role in (Role.DEVICE, Role.METRICS):
+        return frozenset({role})
     mintable = set(RANKED[: RANKED.index(role) + 1])
     if role is Role.ADMIN:
-        mintable.add(Role.DEVICE)
+        mintable |= {Role.DEVICE, Role.METRICS}
     return frozenset(mintable)
 
 

@@ -7,7 +7,10 @@ For each request, in order:
    session cookie a browser got from ``/login``. A bad Bearer token is 401
    even when a cookie is present: a client that sends one means it.
 2. allow or refuse by the route's roles (``app/auth/access.py``): no credential is
-   401 (a page redirects to ``/login`` instead), a wrong role is 403.
+   401 (only a browser asking for a page, ``Accept: text/html``, is redirected
+   to ``/login`` instead; curl, scripts and Prometheus get the 401), a wrong
+   role is 403. ``LIVEDASH_METRICS_TOKEN`` is the role ``metrics``, checked
+   in process like the admin token (``/metrics`` answers while Redis is down).
 3. on a cookie-authenticated write, require the session's CSRF token in
    ``X-CSRF-Token`` (htmx and the page's fetches send it; Bearer clients need
    none: a browser never attaches a Bearer header by itself).
@@ -71,10 +74,17 @@ class Guard:
             redis, keys, settings.audit_maxlen, settings.audit_refusals_maxlen, settings.auth_failure_window
         )
         self._bootstrap = hash_token(settings.admin_token) if settings.admin_token else None
+        self._scraper = hash_token(settings.metrics_token) if settings.metrics_token else None
 
     def is_bootstrap(self, token: str) -> bool:
         # Compare digests: constant time, and the length of the secret does not show.
         return self._bootstrap is not None and hmac.compare_digest(hash_token(token), self._bootstrap)
+
+    def scraper_identity(self, token: str) -> Identity | None:
+        """``LIVEDASH_METRICS_TOKEN``: the role ``metrics`` (``/metrics`` only), no Redis asked; else None."""
+        if self._scraper is None or not hmac.compare_digest(hash_token(token), self._scraper):
+            return None
+        return Identity(role=Role.METRICS, token_id="metrics", name="LIVEDASH_METRICS_TOKEN", token_hash="")
 
     def is_bootstrap_hash(self, token_hash: str) -> bool:
         """Whether a session's recorded hash is this process's LIVEDASH_ADMIN_TOKEN (not a rotated one)."""
@@ -162,7 +172,7 @@ class Guard:
             # "Token" too: what Telegraf's InfluxDB output sends to /api/write.
             if scheme.lower() not in ("bearer", "token") or not token.strip():
                 raise Unauthorized("use 'Authorization: Bearer <token>'", code="bad_credentials", headers=CHALLENGE)
-            identity = await self.from_token(token.strip())
+            identity = self.scraper_identity(token.strip()) or await self.from_token(token.strip())
             if identity is None:
                 raise Unauthorized("unknown, revoked or expired token", code="bad_credentials", headers=CHALLENGE)
             return identity

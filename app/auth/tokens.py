@@ -9,8 +9,10 @@ password to brute-force, and a lookup by hash needs no constant-time compare.
 
 Roles: ``viewer`` reads (streams, snapshots, presence); ``editor`` also writes
 annotations; ``admin`` also manages alert rules and tokens; ``device`` only
-ingests readings, optionally only for the devices it names. Any token may
-carry a topic scope (``device/line-2-*``) that narrows what it sees.
+ingests readings, optionally only for the devices it names; ``metrics`` only
+reads ``/metrics`` (a Prometheus scraper; ``LIVEDASH_METRICS_TOKEN`` is one
+that needs no Redis). Any token may carry a topic scope (``device/line-2-*``)
+that narrows what it sees.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Role(StrEnum):
     EDITOR = "editor"
     ADMIN = "admin"
     DEVICE = "device"
+    METRICS = "metrics"  # reads /metrics only (Prometheus)
 
 
 Scope = Annotated[str, StringConstraints(pattern=SCOPE_PATTERN)]
