@@ -91,8 +91,8 @@ async def test_redis_that_lost_its_data_resets_clients(
             client.flushall()  # our own private server: it is ours to empty
         finally:
             client.close()
-        # The connected stream learns of it...
-        reset = await stream.take(1, types={"reset"}, within=15)
+        # The connected stream learns of it, within a read's block time (1 s) even with no writes...
+        reset = await stream.take(1, types={"reset"}, within=3)
         assert payload(reset[0])["reason"] == "epoch-changed"
     await asyncio.to_thread(post_readings, server.url, [3.0])
     # ...and so does a client resuming from an id of the old dataset.
@@ -331,3 +331,27 @@ async def test_no_stray_errors_once_a_restarted_redis_answers(
     # /readyz says what requests see: ready, and a request right after it succeeds.
     assert httpx.get(server.url + "/readyz").status_code == 200
     assert set(await burst("/api/events?since=0-0")) == {200}
+
+
+async def test_data_loss_is_told_at_once_and_before_any_new_event(
+    private_redis: EmbeddedServer, on_private: Callable[..., AppServer]
+) -> None:
+    """After Redis loses its data, a stream's next event is `reset`, within about a second, even while
+    writers go on: no event of the new dataset is delivered before it."""
+    server = on_private(LIVEDASH_KEEPALIVE_INTERVAL="30")
+    await asyncio.to_thread(post_readings, server.url, [1.0, 2.0])
+    async with open_stream(server.url) as stream:
+        await stream.next()
+        client = sync_redis.Redis.from_url(private_redis.url)
+        try:
+            client.flushall()  # our own private server: it is ours to empty
+        finally:
+            client.close()
+        lost_at = time.monotonic()
+        # Writers go on at once: their events belong to the new dataset.
+        await asyncio.to_thread(post_readings, server.url, [3.0, 4.0, 5.0])
+        first = await stream.next(within=5)
+        told_after = time.monotonic() - lost_at
+        assert first.event == "reset", (first.event, first.data)
+        assert payload(first)["reason"] == "epoch-changed"
+        assert told_after < 1.5, told_after

@@ -56,6 +56,24 @@ class EventLog:
         token, floor = await self._epoch_script(keys=[self.epoch_key, self.key], args=[uuid.uuid4().hex])
         return Epoch(_text(token), parse_event_id(_text(floor)) or (0, 0))
 
+    async def follow(self, after: str, count: int, block_ms: int) -> tuple[StreamEntries, str | None]:
+        """Entries after ``after`` (waiting up to ``block_ms``) and the epoch token read right after them.
+
+        One round trip: XREAD BLOCK and HGET pipelined on one connection, so
+        Redis answers the HGET just after the XREAD, whatever woke it. A token
+        that differs from the reader's (or is gone: the data was lost and
+        nobody has named the new dataset yet) means these entries may belong
+        to a new dataset and must not be delivered as a continuation.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xread({self.key: after}, count=count, block=block_ms)
+        pipe.hget(self.epoch_key, "token")
+        response, token = await pipe.execute()
+        entries: StreamEntries = []
+        for _stream, stream_entries in cast(list[tuple[bytes, StreamEntries]], response or []):
+            entries.extend(stream_entries)
+        return entries, None if token is None else _text(token)
+
     async def append(self, type_: str, topic: str, data: object) -> str:
         event_id = await self.redis.xadd(
             self.key,
