@@ -488,3 +488,43 @@ def test_pattern_within_is_sound() -> None:
     assert said_yes > len(patterns), "and it says yes to more than equal patterns"
     assert access.pattern_within("device/line-2-a*", "device/line-2-*")
     assert not access.pattern_within("device/line-*", "device/line-2-*")
+
+
+async def test_login_form_refuses_cross_site_posts(sclient: QuartClient) -> None:
+    """Login CSRF: another site's page must not sign this browser in (as whoever owns the token it posts)."""
+    created = await (await sclient.post("/api/tokens", json={"role": "viewer"}, headers=ADMIN)).get_json()
+    ours = created["login_url"].split("/login")[0]  # this server's origin, as the test client reaches it
+    form = {"token": created["token"], "next": "/"}
+    cross_site = [
+        {"Origin": "https://evil.example"},
+        {"Origin": "https://evil.example", "Referer": f"{ours}/login"},
+        {"Origin": ours.replace("://", "://evil.")},
+        {"Origin": "null"},  # any page can make its requests say null
+        {"Origin": f"{ours}:1"},
+        {"Origin": "http://[bad"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site", "Origin": "https://dash.example"},  # a sibling subdomain is another site
+        {"Sec-Fetch-Site": "cross-site", "Origin": ours},
+    ]
+    for headers in cross_site:
+        response = await sclient.post("/login", form=form, headers=headers)
+        assert response.status_code == 403, headers
+        assert "Set-Cookie" not in response.headers, headers
+        body = await response.get_data(as_text=True)
+        assert "cross_site_login" in body and "login CSRF" in body, body
+    refusals = (await (await sclient.get("/api/audit?kind=refusals", headers=ADMIN)).get_json())["entries"]
+    assert {e["action"] for e in refusals} == {"cross-site-login"}
+    # Our own form (Origin or Sec-Fetch-Site say so, even with Origin: null under a no-referrer policy),
+    # and clients that are not browsers (curl sends neither header), log in.
+    same_site = [
+        {"Origin": ours},
+        {"Origin": ours.upper()},
+        {"Sec-Fetch-Site": "same-origin", "Origin": ours},
+        {"Sec-Fetch-Site": "same-origin", "Origin": "null"},
+        {"Origin": "https://dash.example", "X-Forwarded-Host": "dash.example"},  # behind a proxy that ends TLS
+        {},
+    ]
+    for headers in same_site:
+        response = await sclient.post("/login", form=form, headers=headers)
+        assert response.status_code == 303, headers
+        assert "livedash_session=" in response.headers["Set-Cookie"], headers

@@ -4,11 +4,15 @@
 create`` print) and ``POST /login`` (the form) exchange a token for a session
 cookie: signed, HttpOnly, SameSite=Lax, Secure over https. The answer is a
 303 redirect, so the token never stays in the address bar or the history.
-``POST /api/session/renew`` extends a session (the page does it on a
-``reauth`` event); ``GET /api/session`` says who the caller is.
+``POST /login`` refuses a form posted from another site (login CSRF, see
+``cross_site_reason``). ``POST /api/session/renew`` extends a session (the
+page does it on a ``reauth`` event); ``GET /api/session`` says who the
+caller is.
 """
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 import orjson
 from quart import Blueprint, Response, g, render_template, request
@@ -17,7 +21,7 @@ from app.auth.access import ANY, PUBLIC, Identity
 from app.auth.guard import CSRF_HEADER, current_identity, guard, safe_next, see_other
 from app.auth.sessions import COOKIE_NAME, SessionRecord
 from app.auth.tokens import looks_like_token
-from app.errors import BadRequest, TooManyRequests, Unauthorized
+from app.errors import BadRequest, Forbidden, TooManyRequests, Unauthorized
 from app.services import services
 from app.settings import Settings
 from app.web.htmx import is_htmx
@@ -26,7 +30,9 @@ from app.web.routing import Param, route
 
 bp = Blueprint("auth", __name__)
 
-NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+# same-origin, not no-referrer: with no-referrer a browser sends `Origin: null` on our own form's POST,
+# which a browser without Sec-Fetch-Site could then not tell from another site's (cross_site_reason).
+NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "same-origin"}
 
 
 def _settings() -> Settings:
@@ -107,16 +113,85 @@ async def login_page() -> Response:
     tag="auth",
     ok=303,
     ok_type="",
-    errors=(401, 429),
+    errors=(401, 403, 429),
     csrf_exempt=True,
     rate_exempt=True,
 )
 async def login() -> Response:
+    if _settings().auth_on:
+        await _refuse_cross_site()
     form = await request.form
     next_path = safe_next(form.get("next", "/"))
     if not _settings().auth_on:
         return see_other(next_path)
     return await _exchange((form.get("token") or "").strip(), next_path)
+
+
+def _host_port(url: str, scheme: str | None = None) -> tuple[str, str, str] | None:
+    """(scheme, host, port) of ``scheme://host[:port]`` (or ``//host[:port]`` with ``scheme`` given).
+
+    The scheme's own port when none is written; None when malformed (a bad
+    IPv6 literal, a port out of range or not a number).
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = scheme or parts.scheme
+    if not parts.hostname:
+        return None
+    return scheme, parts.hostname, str(port) if port else {"http": "80", "https": "443"}.get(scheme, "")
+
+
+def _same_host(origin: str) -> bool:
+    """Does ``Origin`` name this server, as the browser reached it (``Host``, or a proxy's ``X-Forwarded-Host``)?
+
+    Compared by host and port only: behind a proxy that ends TLS the app sees
+    http while the page was https. The forwarded header can be trusted here
+    because the threat is a page on another site, and a page cannot set it.
+    """
+    sent = _host_port(origin)
+    if sent is None:
+        return False
+    for host in (request.headers.get("Host", ""), request.headers.get("X-Forwarded-Host", "")):
+        host = host.split(",")[0].strip().lower()
+        if host and _host_port(f"//{host}", sent[0]) == sent:
+            return True
+    return False
+
+
+def cross_site_reason() -> str | None:
+    """Why this ``POST /login`` came from another site's page; None when it is ours, or not from a browser.
+
+    Login CSRF: a page elsewhere posts its own token to our form, and the
+    victim's browser is then signed in as the attacker (whose dashboards,
+    notes and rules the victim fills in). Browsers say where a request comes
+    from: ``Sec-Fetch-Site`` (every current browser; a page cannot set or
+    alter it) first, else ``Origin``. ``Origin: null`` is refused when
+    ``Sec-Fetch-Site`` does not vouch for it: any page can make its requests
+    send it. A request with neither header is not a browser's cross-site form
+    (curl, scripts) and is allowed.
+    """
+    fetch_site = request.headers.get("Sec-Fetch-Site", "").strip().lower()
+    if fetch_site:
+        return None if fetch_site in ("same-origin", "none") else f"Sec-Fetch-Site: {fetch_site[:40]}"
+    origin = request.headers.get("Origin")
+    if origin is None or _same_host(origin.strip().lower()):
+        return None
+    return f"Origin: {origin[:200]}"
+
+
+async def _refuse_cross_site() -> None:
+    reason = cross_site_reason()
+    if reason is None:
+        return
+    await guard().refuse("cross-site-login", "(login form)", source=request.remote_addr, sent=reason)
+    raise Forbidden(
+        f"a login posted from another site ({reason}) is refused: it would sign this browser in as someone "
+        "else (login CSRF). Log in from this server's own /login page.",
+        code="cross_site_login",
+    )
 
 
 @route(
