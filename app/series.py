@@ -1,16 +1,20 @@
-"""Series: the latest value of each (device, metric) and its recent history.
+"""Series (device + metric + tags): the latest value of each, and its history.
 
-Writes go through one Lua script (``scripts/ingest_readings.lua``) so the
-last-write-wins check, the history append, the ``metric`` event and the
-evaluation of alert rules (``scripts/alert_eval.lua``) are one atomic step
-per batch; concurrent batches share script runs (``group_commit``), so a
-busy server pays one Redis round trip per group of POSTs. Reads return the snapshot together with the event-log
-cursor taken in the same MULTI, so a client can stream from exactly there.
+Writes go through one Lua script (``storage/lua/ingest_readings.lua``) so the
+series limits, the last-write-wins check, the raw point and the rollup
+buckets of every tier, the ``metric`` event and the evaluation of alert rules
+(``storage/lua/alert_eval.lua``) are one atomic step per batch; concurrent
+batches share script runs (``group_commit``), so a busy server pays one Redis
+round trip per group of POSTs. History is laid out as ``storage/rollups.py``
+says; reads return the snapshot together with the event-log cursor taken in
+the same MULTI, so a client can stream from exactly there.
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any, cast
 
 import orjson
@@ -23,9 +27,17 @@ from app.settings import Settings
 from app.storage import lua as scripts
 from app.storage.group_commit import GroupCommit
 from app.storage.keyspace import Keys, device_topic
+from app.storage.rollups import Layout, Plan, Row, decode_buckets, decode_raw, merge, plan_step, plan_tier
+from app.validation import now_ms
 
 # Readings per script run when several POSTs are grouped (one big batch alone may exceed it).
 GROUP_MAX_READINGS = 5_000
+
+
+class Ingested(list[str]):
+    """The ``metric`` event ids of a stored batch, and how many of its readings were too old for any history."""
+
+    too_old: int = 0
 
 
 class SeriesStore:
@@ -38,6 +50,8 @@ class SeriesStore:
         *,
         max_per_device: int = 1_000,
         max_series: int = 100_000,
+        raw_retention_ms: int = 6 * 3_600_000,
+        tiers: tuple[tuple[int, int], ...] = ((60_000, 7 * 86_400_000), (3_600_000, 400 * 86_400_000)),
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -45,6 +59,8 @@ class SeriesStore:
         self.log_maxlen = log_maxlen
         self.max_per_device = max_per_device
         self.max_series = max_series
+        self.layout = Layout.of(keys.prefix, raw_retention_ms, tiers)
+        self._layout_args = self.layout.script_args()
         # Each submitted batch is numbered so a script run knows where one ends (limits refuse a batch whole).
         self._batches = itertools.count()
         # Alert evaluation rides in the same script run (alert_eval.lua is a library).
@@ -61,10 +77,12 @@ class SeriesStore:
             settings.event_log_maxlen,
             max_per_device=settings.max_series_per_device,
             max_series=settings.max_series,
+            raw_retention_ms=int(settings.raw_retention * 1000),
+            tiers=settings.tiers,
         )
 
-    async def ingest(self, readings: list[Reading]) -> list[str]:
-        """Store a validated batch atomically; returns the event ids.
+    async def ingest(self, readings: list[Reading]) -> Ingested:
+        """Store a validated batch atomically; returns the event ids (and the count of readings too old to keep).
 
         Raises ``SeriesLimit`` (422, nothing stored) when the batch would create
         more series than a device, or the deployment, may have.
@@ -73,7 +91,9 @@ class SeriesStore:
         results = await self._group.submit([(batch, r) for r in readings])
         if results and results[0].startswith("!"):
             raise _limit_error(results[0])
-        return results
+        ids = Ingested(r[1:] if r[0] == "o" else r for r in results)
+        ids.too_old = sum(1 for r in results if r[0] == "o")
+        return ids
 
     async def _store(self, items: list[tuple[int, Reading]]) -> list[str]:
         keys = [
@@ -93,16 +113,22 @@ class SeriesStore:
             else:
                 sizes.append(1)
                 previous = batch
-        args: list[Any] = [self.history_size, self.log_maxlen, self.max_per_device, self.max_series, len(sizes), *sizes]
+        args: list[Any] = [
+            self.log_maxlen,
+            self.max_per_device,
+            self.max_series,
+            now_ms(),
+            *self._layout_args,
+            len(sizes),
+            *sizes,
+        ]
         for _, reading in items:
             sid = reading.series
             stored = orjson.dumps(reading.model_dump(exclude_none=True))
-            keys.append(self.keys.history(sid))
             args += [
                 sid,
                 reading.ts,
                 stored,
-                orjson.dumps([reading.ts, reading.value]),
                 device_topic(reading.device),
                 stored[:-1] + b',"series":' + orjson.dumps(sid) + b',"latest":',
                 orjson.dumps(reading.value),
@@ -131,15 +157,113 @@ class SeriesStore:
         return items, _cursor(newest)
 
     async def history(self, series_ids: list[str], limit: int) -> tuple[dict[str, list[list[float]]], str]:
-        """The newest ``limit`` points of each series, oldest first, and the cursor."""
+        """The newest ``limit`` raw points of each series, oldest first, and the cursor.
+
+        Raw chunks are read newest first, a few at a time, until each series has
+        its points or its raw retention ends; a series' history sorted set from
+        before the tiers (``history:<series>``) is read too, until it expires.
+        """
+        raw = self.layout.raw
         async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(self.keys.latest_ts, series_ids) if series_ids else pipe.echo("")
             for sid in series_ids:
                 pipe.zrange(self.keys.history(sid), -limit, -1)
             pipe.xrevrange(self.keys.events, count=1)
-            *points, newest = await pipe.execute()
-        return {sid: [orjson.loads(p) for p in pts] for sid, pts in zip(series_ids, points, strict=True)}, _cursor(
-            newest
-        )
+            newest_ts, *legacy, newest = await pipe.execute()
+        points: dict[str, list[tuple[int, float]]] = {}
+        for sid, old in zip(series_ids, legacy, strict=True):
+            points[sid] = [(int(p[0]), float(p[1])) for p in map(orjson.loads, old)]
+        oldest = now_ms() - raw.keep - raw.span
+        # The next (older) chunk to read of each series still short of points.
+        todo = {
+            sid: raw.chunk_start(int(ts))
+            for sid, ts in zip(series_ids, newest_ts or [], strict=False)
+            if ts is not None and int(ts) >= oldest
+        }
+        batch = 2
+        while todo:
+            wanted = [(sid, chunk - k * raw.span) for sid, chunk in todo.items() for k in range(batch)]
+            wanted = [(sid, chunk) for sid, chunk in wanted if chunk + raw.span > oldest]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for sid, chunk in wanted:
+                    pipe.get(self.layout.raw_key(sid, chunk))
+                chunks = await pipe.execute()
+            for (sid, chunk), data in zip(wanted, chunks, strict=True):
+                if data:
+                    points[sid].extend(decode_raw(chunk, data))
+            todo = {
+                sid: chunk - batch * raw.span
+                for sid, chunk in todo.items()
+                if len(points[sid]) < limit and chunk - batch * raw.span + raw.span > oldest
+            }
+            batch *= 2
+        return {sid: _points(pts)[-limit:] for sid, pts in points.items()}, _cursor(newest)
+
+    async def range(
+        self, series_ids: list[str], start: int, end: int, points: int, step: int | None, now: int | None = None
+    ) -> RangeResult:
+        """Each series' history in [start, end]: raw points if they fit in ``points``, else rows of a tier.
+
+        ``step`` (ms) asks for rows of that width (merged from the coarsest tier
+        whose step divides it); ``None`` lets the range and ``points`` decide:
+        raw points when the raw retention covers ``start`` and every series has
+        at most ``points`` of them, else the finest tier that covers the range
+        within ``points`` rows. Raises ValueError for a step no tier divides.
+        ``now`` is the time relative ranges were taken from (retention is counted from it).
+        """
+        now = now_ms() if now is None else now
+        if step is not None:
+            plan = plan_step(self.layout, start, step, now)
+            if plan is None:
+                steps = ", ".join(str(t.step) for t in self.layout.tiers) or "none configured"
+                raise ValueError(f"must be a multiple of a rollup step in ms ({steps})")
+            return await self._rows(series_ids, start, end, plan)
+        if self.layout.raw.covers(start, now) or not self.layout.tiers:
+            result = await self._raw(series_ids, start, end)
+            if max((len(p) for p in result.raw.values()), default=0) <= points or not self.layout.tiers:
+                return result
+        return await self._rows(series_ids, start, end, plan_tier(self.layout, start, end, points, now))
+
+    async def _raw(self, series_ids: list[str], start: int, end: int) -> RangeResult:
+        raw = self.layout.raw
+        chunks = list(raw.chunks(start, end))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xrevrange(self.keys.events, count=1)
+            for sid in series_ids:
+                pipe.zrangebyscore(self.keys.history(sid), start, end)
+                for chunk in chunks:
+                    pipe.get(self.layout.raw_key(sid, chunk))
+            newest, *replies = await pipe.execute()
+        result = RangeResult(cursor=_cursor(newest), step=0)
+        per = 1 + len(chunks)
+        for n, sid in enumerate(series_ids):
+            legacy, *datas = replies[n * per : (n + 1) * per]
+            pts = [(int(p[0]), float(p[1])) for p in map(orjson.loads, legacy)]
+            for chunk, data in zip(chunks, datas, strict=True):
+                if data:
+                    pts.extend(p for p in decode_raw(chunk, data) if start <= p[0] <= end)
+            result.raw[sid] = _points(pts)
+        return result
+
+    async def _rows(self, series_ids: list[str], start: int, end: int, plan: Plan) -> RangeResult:
+        tier = plan.tier
+        assert tier is not None
+        aligned = start - start % plan.step  # the row holding `start` is whole
+        chunks = list(tier.chunks(aligned, end))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xrevrange(self.keys.events, count=1)
+            for sid in series_ids:
+                for chunk in chunks:
+                    pipe.get(self.layout.tier_key(tier, sid, chunk))
+            newest, *replies = await pipe.execute()
+        result = RangeResult(cursor=_cursor(newest), step=plan.step)
+        for n, sid in enumerate(series_ids):
+            rows: list[Row] = []
+            for chunk, data in zip(chunks, replies[n * len(chunks) : (n + 1) * len(chunks)], strict=True):
+                if data:
+                    rows.extend(decode_buckets(tier, chunk, data, aligned, end))
+            result.rows[sid] = merge(rows, plan.step) if plan.step != tier.step else rows
+        return result
 
     async def series_ids(self) -> list[str]:
         fields = cast(list[bytes], await self.redis.hkeys(self.keys.latest))
@@ -147,6 +271,28 @@ class SeriesStore:
 
 
 TagFilter = dict[str, set[str]]
+
+
+@dataclass
+class RangeResult:
+    """A range read: raw points per series (``step`` 0) or rows (``step`` ms), and the cursor."""
+
+    cursor: str
+    step: int
+    raw: dict[str, list[list[float]]] = dataclass_field(default_factory=dict)
+    rows: dict[str, list[Row]] = dataclass_field(default_factory=dict)
+
+
+def _points(pts: list[tuple[int, float]]) -> list[list[float]]:
+    """In ts order (arrival order within one ts), an identical point (a retried POST) once."""
+    pts.sort(key=lambda p: p[0])
+    seen: set[tuple[int, float]] = set()
+    out: list[list[float]] = []
+    for p in pts:
+        if p not in seen:
+            seen.add(p)
+            out.append([p[0], p[1]])
+    return out
 
 
 def matches(tags: dict[str, str], wanted: TagFilter | None) -> bool:

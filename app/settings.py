@@ -9,6 +9,7 @@ conventions; everything else carries the ``LIVEDASH_`` prefix. The table in
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +18,41 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SECONDS = 1.0
 MILLISECONDS = 1
+
+_DURATION_UNITS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d|w)$")
+MAX_TIERS = 4
+
+
+def parse_duration_ms(text: str) -> int:
+    """``90s``, ``1m``, ``6h``, ``7d``, ``2w``, ``250ms`` (or a bare number of ms) in milliseconds."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration (e.g. 250ms, 90s, 1m, 6h, 7d, 2w)")
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_tiers(text: str) -> tuple[tuple[int, int], ...]:
+    """``step:retention,...`` (``1m:7d,1h:400d``) as (step ms, retention ms), finest first, checked."""
+    tiers: list[tuple[int, int]] = []
+    for part in (p for p in text.split(",") if p.strip()):
+        step_text, sep, keep_text = part.partition(":")
+        if not sep:
+            raise ValueError(f"rollup tier {part!r}: expected step:retention, e.g. 1m:7d")
+        step, keep = parse_duration_ms(step_text), parse_duration_ms(keep_text)
+        if not 1_000 <= step <= 30 * 86_400_000:
+            raise ValueError(f"rollup tier {part!r}: the step must be between 1s and 30d")
+        if keep < step:
+            raise ValueError(f"rollup tier {part!r}: the retention must be at least one step")
+        if tiers and (step <= tiers[-1][0] or keep <= tiers[-1][1]):
+            raise ValueError(f"rollup tier {part!r}: steps and retentions must grow from one tier to the next")
+        tiers.append((step, keep))
+    if len(tiers) > MAX_TIERS:
+        raise ValueError(f"at most {MAX_TIERS} rollup tiers")
+    return tuple(tiers)
 
 
 class Settings(BaseSettings):
@@ -57,6 +93,10 @@ class Settings(BaseSettings):
     # a batch that would create more is refused whole (422 series_limit).
     max_series_per_device: int = Field(1_000, ge=1)
     max_series: int = Field(100_000, ge=1)
+    # Series history (docs/series.md): raw points for this long, then rollup
+    # buckets (min, max, sum, count, last) at each tier's step for its retention.
+    raw_retention: float = Field(6 * 3600 * SECONDS, ge=1, le=30 * 86_400)
+    rollup_tiers: str = "1m:7d,1h:400d"
     max_batch: int = Field(5_000, ge=1)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     # JSON POST /api/metrics answered in front of Quart (app/ingest/fast_path.py).
@@ -143,6 +183,17 @@ class Settings(BaseSettings):
         if self.session_reauth_before >= self.session_ttl:
             raise ValueError("LIVEDASH_SESSION_REAUTH_BEFORE must be shorter than LIVEDASH_SESSION_TTL")
         return self
+
+    @field_validator("rollup_tiers")
+    @classmethod
+    def _tiers_parse(cls, value: str) -> str:
+        parse_tiers(value)  # refused at start, naming the tier
+        return value
+
+    @property
+    def tiers(self) -> tuple[tuple[int, int], ...]:
+        """The rollup tiers as (step ms, retention ms), finest first."""
+        return parse_tiers(self.rollup_tiers)
 
     @property
     def auth_on(self) -> bool:

@@ -11,6 +11,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import redis as sync_redis
@@ -229,7 +230,9 @@ def test_real_server_raw_clients(server: AppServer, sync_client: sync_redis.Redi
     assert again.startswith(b"HTTP/1.1 202")
     latest = orjson.loads(sync_client.hget(f"{key_prefix}latest", "pump-1/t") or b"{}")
     assert latest["value"] == 2.5
-    assert sync_client.zcard(f"{key_prefix}history:pump-1/t") == 2, "the abandoned body stored nothing"
+    hour = {"device": "pump-1", "metric": "t", "from": str(ok["ts"]), "to": str(ok["ts"]), "step": "1h"}
+    [series] = httpx.get(server.url + "/api/metrics/series", params=hour).json()["series"]
+    assert [row[4] for row in series["points"]] == [2], "the abandoned body stored nothing"
 
 
 async def test_both_doors_count_against_one_window(make_settings: Callable[..., Settings]) -> None:

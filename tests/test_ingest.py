@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -9,7 +10,8 @@ import redis as sync_redis
 
 from .types import QuartClient
 
-TS = 1_790_000_000_000
+# Inside every retention (raw points are kept 6 h by default): the start of the previous hour.
+TS = (int(time.time()) // 3600 - 1) * 3_600_000
 
 
 async def post(client: QuartClient, body: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +14,8 @@ from app.storage.keyspace import series_id
 
 from .types import QuartClient
 
-TS = 1_790_000_000_000
+# Inside every retention (raw points are kept 6 h by default): the start of the previous hour.
+TS = (int(time.time()) // 3600 - 1) * 3_600_000
 TS_S = TS // 1000
 
 

@@ -53,6 +53,9 @@ class Error(BaseModel):
 
 class Accepted(BaseModel):
     accepted: int = Field(description="readings stored")
+    too_old: int = Field(
+        0, description="of those, readings older than every history tier: they count for latest and events only"
+    )
     cursor: str = Field(description="id of the last metric event written")
 
 

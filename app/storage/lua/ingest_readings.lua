@@ -13,15 +13,42 @@
 --   * for each reading, the series' latest value is a last-write-wins
 --     register keyed by the reading's own ts: it is replaced only when
 --     ts >= the stored ts, so a late older reading never replaces a newer one;
---   * the point joins the series' history (a sorted set by ts), trimmed to the
---     newest ARGV[1] points, whether or not it became the latest;
+--   * the point joins the series' history, whether or not it became the
+--     latest: its raw points if its ts is inside the raw retention, and the
+--     bucket of its ts in every rollup tier whose retention covers it (min,
+--     max, sum, count merge; `last` is replaced only by a ts >= its own, so a
+--     late reading never replaces a newer last). A reading no tier keeps is
+--     still the latest if it is newer, still an event, and answers 'o' .. id
+--     so the 202 can count it as too old;
 --   * one `metric` event per reading is appended to the event log
---     (MAXLEN ~ ARGV[2]), carrying the series id and whether the reading
+--     (MAXLEN ~ ARGV[1]), carrying the series id and whether the reading
 --     became the latest;
 --   * then the alert rules of the stored readings' series are evaluated over
 --     them in ts order (ties in run order), so every `alert` event comes after
 --     the `metric` event that caused it. With no rules at all this costs one
 --     HLEN.
+--
+-- Why this layout (app/storage/rollups.py reads it; the two must agree):
+-- history is the memory of a deployment (the target: at most 1 MiB per 1 Hz
+-- series at 6 h raw, 7 d of 1-minute and 400 d of 1-hour buckets), and each
+-- command here is paid per reading. A sorted set costs ~100 bytes per entry
+-- and a trim per write; instead, time is cut into chunks, one string key per
+-- chunk of a series (and tier):
+--   * raw: APPEND 12 bytes (struct '<I4d': ms from the chunk start, the
+--     value): one command per reading; points are sorted when read;
+--   * a tier: the chunk is allocated whole (zeros) when its first reading
+--     comes, then each reading is GETRANGE + SETRANGE of its 40-byte bucket
+--     (struct '<ddddI4I4': min, max, sum, last, count, ms from the bucket
+--     start to last's ts); an all-zero bucket (count 0) is a gap;
+--   * each chunk key expires (PXAT) at its end + the retention: trimming by
+--     time happens in Redis, with no ZREMRANGEBYSCORE per write and no
+--     sweeper, and untouched series are trimmed too;
+--   * when a raw chunk starts, the previous one (grown by APPEND with spare
+--     room) is rewritten to its exact size, and a pre-tiers history sorted
+--     set of the series (history:<series>) gets the raw retention as its TTL.
+-- The chunk keys are named here from ARGV[5] (the key prefix) and the series
+-- id, so they are not in KEYS: this needs a standalone Redis (or Valkey), not
+-- a cluster.
 -- Python validates every batch before calling, so no reading is rejected
 -- half-way through for its content.
 --
@@ -30,21 +57,36 @@
 -- KEYS[3] event log      (stream)
 -- KEYS[4] alert rules, KEYS[5] rules by series, KEYS[6] alert states (hashes)
 -- KEYS[7] series per device (hash: device -> count)
--- KEYS[7+i] history of reading i (sorted set)
--- ARGV[1] history size, ARGV[2] event log maxlen, ARGV[3] max series per
--- device, ARGV[4] max series in total, ARGV[5] number of batches B, then B
--- batch sizes, then per reading 8 values: series id, ts ms, reading JSON,
--- history member, topic, the event data JSON up to (not including) the value
--- of its last key, `latest`, the value as JSON, and the device.
--- Returns per reading its `metric` event id, or the refusal of its batch.
+-- ARGV[1] event log maxlen, ARGV[2] max series per device, ARGV[3] max series
+-- in total, ARGV[4] now (ms), ARGV[5] key prefix, ARGV[6] raw retention ms,
+-- ARGV[7] raw chunk span ms, ARGV[8] number of tiers T, then per tier its step,
+-- retention and chunk span (ms); then the number of batches B, B batch sizes,
+-- then per reading 7 values: series id, ts ms, reading JSON, topic, the event
+-- data JSON up to (not including) the value of its last key, `latest`, the
+-- value as JSON, and the device.
+-- Returns per reading its `metric` event id ('o' .. id when no tier kept it),
+-- or the refusal of its batch.
 
-local history_size = tonumber(ARGV[1])
-local maxlen = ARGV[2]
-local max_per_device, max_total = tonumber(ARGV[3]), tonumber(ARGV[4])
-local nbatches = tonumber(ARGV[5])
-local per = 8
-local first_history = 7
-local first = 6 + nbatches -- ARGV index of the first reading's first value
+local maxlen = ARGV[1]
+local max_per_device, max_total = tonumber(ARGV[2]), tonumber(ARGV[3])
+local now = tonumber(ARGV[4])
+local prefix = ARGV[5]
+local raw_keep, raw_span = tonumber(ARGV[6]), tonumber(ARGV[7])
+local raw_base = prefix .. 'raw:' .. ARGV[7] .. ':'
+local tiers = {}
+local a = 9
+for t = 1, tonumber(ARGV[8]) do
+  local step, keep, span = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  tiers[t] = {step = step, keep = keep, span = span, bytes = span / step * 40,
+    base = prefix .. 'rollup:' .. ARGV[a] .. ':' .. ARGV[a + 2] .. ':'}
+  a = a + 3
+end
+local nbatches = tonumber(ARGV[a])
+local sizes_at = a
+local per = 7
+local first = a + nbatches + 1 -- ARGV index of the first reading's first value
+
+local function int(n) return string.format('%d', n) end
 
 -- latest ts per series, read once: false when the series does not exist yet
 local known = {}
@@ -70,7 +112,7 @@ end
 
 local total = nil
 
--- nil when the batch fits the limits, else its refusal
+-- nil when the batch fits the limits (and its new series are counted), else its refusal
 local function check_limits(from, to)
   local new_by_device, devices, seen, new_total = {}, {}, {}, 0
   for i = from, to do
@@ -79,7 +121,7 @@ local function check_limits(from, to)
     if not seen[field] and current_ts(field) == false then
       seen[field] = true
       new_total = new_total + 1
-      local device = ARGV[base + 7]
+      local device = ARGV[base + 6]
       if not new_by_device[device] then
         new_by_device[device] = 0
         devices[#devices + 1] = device
@@ -105,11 +147,57 @@ local function check_limits(from, to)
   return nil
 end
 
+-- the reading's point in every tier that keeps its ts; false when none does
+local function keep_history(field, ts, value)
+  local kept = false
+  if ts >= now - raw_keep then
+    local chunk = ts - ts % raw_span
+    local key = raw_base .. field .. ':' .. int(chunk)
+    if redis.call('APPEND', key, struct.pack('<I4d', ts - chunk, value)) == 12 then
+      redis.call('PEXPIREAT', key, chunk + raw_span + raw_keep)
+      local previous = raw_base .. field .. ':' .. int(chunk - raw_span)
+      local packed = redis.call('GET', previous)
+      if packed then redis.call('SET', previous, packed, 'KEEPTTL') end
+      local legacy = prefix .. 'history:' .. field
+      if redis.call('PTTL', legacy) == -1 then redis.call('PEXPIRE', legacy, raw_keep) end
+    end
+    kept = true
+  end
+  for t = 1, #tiers do
+    local tier = tiers[t]
+    if ts >= now - tier.keep then
+      local step = tier.step
+      local bucket = ts - ts % step
+      local chunk = ts - ts % tier.span
+      local key = tier.base .. field .. ':' .. int(chunk)
+      local offset = (bucket - chunk) / step * 40
+      local record = redis.call('GETRANGE', key, offset, offset + 39)
+      local low, high, sum, last, count, last_offset = 0, 0, 0, 0, 0, 0
+      if record == '' then
+        redis.call('SET', key, string.rep('\0', tier.bytes), 'PXAT', chunk + tier.span + tier.keep)
+      else
+        low, high, sum, last, count, last_offset = struct.unpack('<ddddI4I4', record)
+      end
+      if count == 0 then
+        record = struct.pack('<ddddI4I4', value, value, value, value, 1, ts - bucket)
+      else
+        if value < low then low = value end
+        if value > high then high = value end
+        if ts - bucket >= last_offset then last, last_offset = value, ts - bucket end
+        record = struct.pack('<ddddI4I4', low, high, sum + value, last, count + 1, last_offset)
+      end
+      redis.call('SETRANGE', key, offset, record)
+      kept = true
+    end
+  end
+  return kept
+end
+
 local results = {}
 local stored = {}
 local i = 0
 for b = 1, nbatches do
-  local size = tonumber(ARGV[5 + b])
+  local size = tonumber(ARGV[sizes_at + b])
   local refusal = check_limits(i + 1, i + size)
   for _ = 1, size do
     i = i + 1
@@ -120,7 +208,7 @@ for b = 1, nbatches do
       local field = ARGV[base]
       local ts_text = ARGV[base + 1]
       local ts = tonumber(ts_text)
-      local history = KEYS[first_history + i]
+      local raw_value = ARGV[base + 5]
 
       local current = current_ts(field)
       local is_latest = (current == false) or ts >= current
@@ -129,21 +217,21 @@ for b = 1, nbatches do
         redis.call('HSET', KEYS[2], field, ts_text)
         known[field] = ts
       end
-      redis.call('ZADD', history, ts_text, ARGV[base + 3])
-      redis.call('ZREMRANGEBYRANK', history, 0, -(history_size + 1))
+      local kept = keep_history(field, ts, tonumber(raw_value))
 
-      local data = ARGV[base + 5] .. (is_latest and 'true}' or 'false}')
-      results[i] = redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*',
-        'type', 'metric', 'topic', ARGV[base + 4], 'data', data)
-      stored[#stored + 1] = {field, ts, ARGV[base + 6], i}
+      local data = ARGV[base + 4] .. (is_latest and 'true}' or 'false}')
+      local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*',
+        'type', 'metric', 'topic', ARGV[base + 3], 'data', data)
+      results[i] = kept and id or ('o' .. id)
+      stored[#stored + 1] = {field, ts, raw_value, i}
     end
   end
 end
 
 if #stored > 0 and redis.call('HLEN', KEYS[5]) > 0 then
-  table.sort(stored, function(a, b)
-    if a[2] ~= b[2] then return a[2] < b[2] end
-    return a[4] < b[4]
+  table.sort(stored, function(x, y)
+    if x[2] ~= y[2] then return x[2] < y[2] end
+    return x[4] < y[4]
   end)
   evaluate_alerts(KEYS[4], KEYS[5], KEYS[6], KEYS[3], maxlen, stored)
 end

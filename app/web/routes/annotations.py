@@ -16,9 +16,8 @@ from app.auth.guard import current_identity, require_device_visible
 from app.documents.annotations import AnnotationCreate, AnnotationUpdate, form_fields
 from app.documents.versioned import Written, etag, expected_version
 from app.errors import BadRequest, Conflict
-from app.ingest.readings import Reading
 from app.services import services
-from app.validation import parse_model
+from app.validation import now_ms, parse_model
 from app.web.bodies import int_arg, json_or_form, slug_arg
 from app.web.htmx import is_htmx
 from app.web.responses import NO_STORE, json_response
@@ -29,6 +28,7 @@ from app.web.routes.document_views import (
     revisions_response,
     visible_document,
 )
+from app.web.routes.readings import time_arg
 from app.web.routing import ANN_ID, BODY_ERRORS, DEVICE, IF_MATCH, METRIC, WRITE_ERRORS, Param, also, route
 
 bp = Blueprint("annotations", __name__)
@@ -51,16 +51,6 @@ async def _written(written: Written, status: int = 200) -> Response:
     return doc_response(written.doc, status, location)
 
 
-def _time_arg(name: str) -> int | None:
-    raw = request.args.get(name)
-    if not raw:
-        return None
-    try:
-        return Reading._parse_ts(raw)
-    except ValueError as exc:
-        raise BadRequest(f"query parameter {name!r}: {exc}", code="bad_query") from None
-
-
 @route(
     bp,
     "GET",
@@ -71,14 +61,17 @@ def _time_arg(name: str) -> int | None:
     params=(
         DEVICE,
         METRIC,
-        Param("since", type="integer", description="from this time (epoch ms)"),
-        Param("until", type="integer", description="up to this time (epoch ms)"),
+        Param("from", description="from this time: RFC 3339, epoch ms, or relative (-6h, now-15m)"),
+        Param("to", description="up to this time: RFC 3339, epoch ms, relative, or now"),
     ),
 )
 async def list_annotations() -> Response:
     svc = services()
     device, metric, tag = slug_arg("device"), slug_arg("metric"), request.args.get("tag") or None
-    start, end = _time_arg("from"), _time_arg("to")
+    now = now_ms()
+    start, end = time_arg("from", now), time_arg("to", now)
+    if start is not None and end is not None and start > end:
+        raise BadRequest("query parameter 'from' must not be after 'to'", code="bad_query")
     limit = int_arg("limit", 100, 1, MAX_LIST)
     # The cursor is taken first: a write racing this read is then replayed
     # to the client, never missed (its version tells the newer copy apart).

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from quart import Blueprint, Response, request
@@ -15,8 +18,10 @@ from app.ingest.readings import parse_readings
 from app.ops import telemetry
 from app.series import TagFilter
 from app.services import Services, services
+from app.settings import parse_duration_ms
 from app.storage.keyspace import series_id
-from app.validation import SLUG_PATTERN
+from app.storage.rollups import COLUMNS, public_row
+from app.validation import SLUG_PATTERN, now_ms, parse_ts
 from app.web.bodies import int_arg, json_or_form, slug_arg
 from app.web.responses import json_response
 from app.web.routing import BODY_ERRORS, DEVICE, METRIC, Param, route
@@ -77,7 +82,7 @@ async def accept_readings(svc: Services, body: Any, identity: Identity) -> dict[
         raise
     require_devices((r.device for r in readings), identity)
     ids = await ingest_readings(svc, readings)
-    return {"accepted": len(ids), "cursor": ids[-1]}
+    return {"accepted": len(ids), "too_old": ids.too_old, "cursor": ids[-1]}
 
 
 @route(
@@ -103,26 +108,135 @@ async def latest() -> Response:
     access=READ,
     summary="Recent history of series",
     tag="readings",
-    params=(DEVICE, METRIC, TAG, Param("limit", type="integer", description="points per series")),
+    params=(
+        DEVICE,
+        METRIC,
+        TAG,
+        Param("limit", type="integer", description="without from: the newest points per series"),
+        Param("from", description="RFC 3339, epoch ms, or relative (-6h, now-15m); absent: the newest points"),
+        Param("to", description="RFC 3339, epoch ms, relative, or now (the default)"),
+        Param("points", type="integer", description="most points or rows per series (default 1000)"),
+        Param("step", description="row width (1m, 1h, or ms): rows merged from the rollup tiers"),
+        Param("format", description="csv: one row per point (or Accept: text/csv)"),
+    ),
     errors=(400,),
 )
 async def series() -> Response:
     svc = services()
     device, metric, tags = slug_arg("device"), slug_arg("metric"), tag_filter()
-    limit = int_arg("limit", svc.settings.history_size, 1, svc.settings.history_size)
+    now = now_ms()
+    start, end = time_arg("from", now), time_arg("to", now)
     found, _ = await svc.series.latest(device, metric, tags)
-    found = [r for r in found if current_identity().sees_device(r["device"])][:MAX_SERIES_PER_QUERY]
+    found = [r for r in found if current_identity().sees_device(r["device"])]
     if device and metric and not found and not tags and current_identity().sees_device(device):
         found = [{"device": device, "metric": metric, "tags": {}}]
     ids = [series_id(r["device"], r["metric"], r.get("tags")) for r in found]
-    points, cursor = await svc.series.history(ids, limit)
-    out = []
-    for sid, r in zip(ids, found, strict=True):
-        entry = {"device": r["device"], "metric": r["metric"], "tags": r.get("tags") or {}}
-        if r.get("unit"):
-            entry["unit"] = r["unit"]
-        out.append({**entry, "points": points[sid]})
-    return json_response({"series": out, "cursor": cursor})
+    out: list[dict[str, Any]] = []
+    if start is None:
+        # Today's answer: the newest points of each series.
+        found, ids = found[:MAX_SERIES_PER_QUERY], ids[:MAX_SERIES_PER_QUERY]
+        limit = int_arg("limit", svc.settings.history_size, 1, svc.settings.history_size)
+        points, cursor = await svc.series.history(ids, limit)
+        for sid, r in zip(ids, found, strict=True):
+            out.append({**_describe(r), "points": points[sid]})
+        body: dict[str, Any] = {"series": out, "cursor": cursor}
+    else:
+        end = now if end is None else end
+        if start > end:
+            raise BadRequest("query parameter 'from' must not be after 'to'", code="bad_query")
+        if len(ids) > MAX_SERIES_PER_QUERY:
+            raise BadRequest(
+                f"query parameter 'device': the query matches {len(ids)} series, at most {MAX_SERIES_PER_QUERY} "
+                "per range (narrow it with device, metric or tag)",
+                code="bad_query",
+            )
+        points_wanted = int_arg("points", DEFAULT_POINTS, 1, MAX_POINTS)
+        step = _step_arg(start, end)
+        try:
+            got = await svc.series.range(ids, start, end, points_wanted, step, now)
+        except ValueError as exc:
+            raise BadRequest(f"query parameter 'step' {exc}", code="bad_query") from None
+        for sid, r in zip(ids, found, strict=True):
+            entry = {**_describe(r), "step_ms": got.step}
+            if got.step:
+                entry["columns"] = list(COLUMNS)
+                entry["points"] = [public_row(row) for row in got.rows[sid]]
+            else:
+                entry["points"] = got.raw[sid]
+            out.append(entry)
+        body = {"series": out, "from": start, "to": end, "step_ms": got.step, "cursor": got.cursor}
+    if _wants_csv():
+        return _csv(out)
+    return json_response(body)
+
+
+DEFAULT_POINTS = 1_000
+MAX_POINTS = 20_000
+_RELATIVE = re.compile(r"^(?:now)?-(\d+(?:ms|s|m|h|d|w))$")
+
+
+def time_arg(name: str, now: int) -> int | None:
+    """A time in a query: RFC 3339, epoch ms, ``now``, or relative to now (``-6h``, ``now-15m``)."""
+    raw = (request.args.get(name) or "").strip()
+    if not raw:
+        return None
+    if raw == "now":
+        return now
+    relative = _RELATIVE.match(raw)
+    if relative:
+        return now - parse_duration_ms(relative.group(1))
+    try:
+        return parse_ts(raw)
+    except ValueError as exc:
+        raise BadRequest(f"query parameter {name!r}: {exc}, or relative like -6h or now", code="bad_query") from None
+
+
+def _step_arg(start: int, end: int) -> int | None:
+    raw = (request.args.get("step") or "").strip()
+    if not raw:
+        return None
+    try:
+        step = parse_duration_ms(raw)
+    except ValueError as exc:
+        raise BadRequest(f"query parameter 'step': {exc}", code="bad_query") from None
+    if step <= 0:
+        raise BadRequest("query parameter 'step' must be positive", code="bad_query")
+    if (end - start) // step + 1 > MAX_POINTS:
+        raise BadRequest(
+            f"query parameter 'step' is too fine: more than {MAX_POINTS} rows per series", code="bad_query"
+        )
+    return step
+
+
+def _describe(r: dict[str, Any]) -> dict[str, Any]:
+    return {"device": r["device"], "metric": r["metric"], "tags": r.get("tags") or {}, "unit": r.get("unit")}
+
+
+def _wants_csv() -> bool:
+    fmt = request.args.get("format")
+    if fmt not in (None, "", "json", "csv"):
+        raise BadRequest("query parameter 'format' must be json or csv", code="bad_query")
+    if fmt:
+        return fmt == "csv"
+    return request.accept_mimetypes.best_match(["application/json", "text/csv"]) == "text/csv"
+
+
+def fmt_iso(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _csv(series: list[dict[str, Any]]) -> Response:
+    """One row per point: the series (device, metric, tags as k=v;k2=v2, unit), its time, then its columns."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    aggregated = any("columns" in s for s in series)
+    values = ["min", "max", "mean", "count", "last"] if aggregated else ["value"]
+    writer.writerow(["device", "metric", "tags", "unit", "ts", "time", *values])
+    for s in series:
+        tags = ";".join(f"{k}={v}" for k, v in sorted(s["tags"].items()))
+        for point in s["points"]:
+            writer.writerow([s["device"], s["metric"], tags, s["unit"] or "", point[0], fmt_iso(point[0]), *point[1:]])
+    return Response(buffer.getvalue(), mimetype="text/csv", headers={"Cache-Control": "no-store"})
 
 
 def tag_filter() -> TagFilter | None:

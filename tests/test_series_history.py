@@ -1,0 +1,223 @@
+"""Series history: raw points and rollup tiers kept by time, backfill, late readings, range queries, CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis as sync_redis
+
+from app import create_app
+from app.settings import Settings
+
+from .types import QuartClient
+from .waiting import async_wait_until
+
+MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
+
+
+def value_at(i: int) -> float:
+    return round(20 + 10 * math.sin(i / 37) + (i % 7) * 0.25, 3)
+
+
+def expected_rows(readings: list[tuple[int, float]], start: int, end: int, step: int) -> list[list[Any]]:
+    """[ts, min, max, mean, count, last] per non-empty bucket whose start lies in [start - start % step, end]."""
+    buckets: dict[int, list[tuple[int, float]]] = {}
+    for ts, value in readings:
+        buckets.setdefault(ts - ts % step, []).append((ts, value))
+    rows = []
+    for bucket in sorted(buckets):
+        if start - start % step <= bucket <= end:
+            pts = buckets[bucket]
+            values = [v for _, v in pts]
+            last = max(pts, key=lambda p: p[0])[1]
+            rows.append([bucket, min(values), max(values), sum(values) / len(values), len(values), last])
+    return rows
+
+
+async def series_range(client: QuartClient, **params: Any) -> dict[str, Any]:
+    response = await client.get("/api/metrics/series", query_string={"device": "d", "metric": "m", **params})
+    assert response.status_code == 200, await response.get_data()
+    body = await response.get_json()
+    [series] = body["series"]
+    return series  # type: ignore[no-any-return]
+
+
+def assert_rows(got: list[list[Any]], want: list[list[Any]]) -> None:
+    assert [r[0] for r in got] == [r[0] for r in want]
+    for g, w in zip(got, want, strict=True):
+        assert g[1:3] == w[1:3] and g[4:] == w[4:], (g, w)
+        assert g[3] == pytest.approx(w[3])
+
+
+async def test_three_days_backfilled_come_back_at_the_right_tier(client: QuartClient) -> None:
+    now = int(time.time() * 1000)
+    first = (now - 3 * DAY) - (now - 3 * DAY) % MINUTE
+    # One reading a minute for three days, with a two-hour hole on the second day (a gap stays a gap).
+    readings = [
+        (first + i * MINUTE, value_at(i))
+        for i in range(3 * 1440)
+        if not (1440 + 300 <= i < 1440 + 420) and first + i * MINUTE <= now
+    ]
+    body = [{"device": "d", "metric": "m", "value": v, "ts": ts, "unit": "W"} for ts, v in readings]
+    response = await client.post("/api/metrics", json=body)
+    assert response.status_code == 202
+    assert (await response.get_json())["too_old"] == 0
+
+    # 1 h: inside the raw retention, 60 points fit: raw.
+    got = await series_range(client, **{"from": "-1h", "to": str(now)})
+    assert got["step_ms"] == 0 and got["unit"] == "W" and got["tags"] == {} and "columns" not in got
+    assert got["points"] == [[ts, v] for ts, v in readings if now - HOUR <= ts <= now]
+
+    # 24 h: past the raw retention; 1-minute rows would be 1,441 > 1,000 points: hourly rows.
+    start = now - DAY
+    got = await series_range(client, **{"from": str(start), "to": str(now)})
+    assert got["step_ms"] == HOUR and got["columns"] == ["ts", "min", "max", "mean", "count", "last"]
+    assert_rows(got["points"], expected_rows(readings, start, now, HOUR))
+    # ... and with room for 2,000 points, the 1-minute tier.
+    got = await series_range(client, **{"from": str(start), "to": str(now), "points": "2000"})
+    assert got["step_ms"] == MINUTE
+    assert_rows(got["points"], expected_rows(readings, start, now, MINUTE))
+
+    # 3 d: hourly rows, with the hole on day two absent, not zero.
+    start = now - 3 * DAY
+    got = await series_range(client, **{"from": str(start), "to": "now"})
+    assert got["step_ms"] == HOUR
+    want = expected_rows(readings, start, now, HOUR)
+    assert_rows(got["points"], want)
+    hole = first + 1440 * MINUTE + 300 * MINUTE
+    inside = -(-hole // HOUR) * HOUR  # the first hour wholly inside the two-hour hole
+    assert inside + HOUR <= hole + 2 * HOUR and inside not in [r[0] for r in got["points"]]
+
+    # An explicit step merges the tier's rows: 6 h rows from hourly buckets.
+    got = await series_range(client, **{"from": str(start), "to": "now", "step": "6h"})
+    assert got["step_ms"] == 6 * HOUR
+    assert_rows(got["points"], expected_rows(readings, start, now, 6 * HOUR))
+
+
+async def test_late_reading_merges_into_its_bucket(client: QuartClient) -> None:
+    now = int(time.time() * 1000)
+    bucket = now - 2 * DAY - (now - 2 * DAY) % HOUR  # only the tiers keep this (not raw)
+    base = [(bucket + 10 * MINUTE, 5.0), (bucket + 20 * MINUTE, 7.0), (bucket + 30 * MINUTE, 6.0)]
+    await client.post("/api/metrics", json=[{"device": "d", "metric": "m", "value": v, "ts": t} for t, v in base])
+
+    def row(series: dict[str, Any]) -> list[Any]:
+        [r] = series["points"]
+        return r  # type: ignore[no-any-return]
+
+    window = {"from": str(bucket), "to": str(bucket + HOUR - 1), "step": "1h"}
+    assert row(await series_range(client, **window)) == [bucket, 5.0, 7.0, 6.0, 3, 6.0]
+    # Late and older than the bucket's last: min, max, count and sum move, last does not.
+    await client.post("/api/metrics", json={"device": "d", "metric": "m", "value": 1.0, "ts": bucket + 15 * MINUTE})
+    await client.post("/api/metrics", json={"device": "d", "metric": "m", "value": 9.0, "ts": bucket + 25 * MINUTE})
+    assert row(await series_range(client, **window)) == [bucket, 1.0, 9.0, 28.0 / 5, 5, 6.0]
+    # Newer than the bucket's last: it becomes last. The 1-minute tier has its own bucket for it.
+    await client.post("/api/metrics", json={"device": "d", "metric": "m", "value": 4.0, "ts": bucket + 45 * MINUTE})
+    assert row(await series_range(client, **window)) == [bucket, 1.0, 9.0, 32.0 / 6, 6, 4.0]
+    minute = await series_range(client, **{"from": str(bucket + 45 * MINUTE), "to": str(bucket + 46 * MINUTE - 1)})
+    assert minute["step_ms"] == MINUTE and row(minute) == [bucket + 45 * MINUTE, 4.0, 4.0, 4.0, 1, 4.0]
+
+
+async def test_reading_older_than_every_tier_is_counted(client: QuartClient) -> None:
+    ancient = int(time.time() * 1000) - 401 * DAY
+    batch = [
+        {"device": "d", "metric": "m", "value": 1.0, "ts": ancient},
+        {"device": "d", "metric": "m", "value": 2.0, "ts": ancient + 1},
+        {"device": "d", "metric": "m", "value": 3.0},
+    ]
+    response = await client.post("/api/metrics", json=batch)
+    assert response.status_code == 202
+    body = await response.get_json()
+    assert body["accepted"] == 3 and body["too_old"] == 2
+    got = await series_range(client, **{"from": str(ancient - DAY), "to": "now", "step": "1h"})
+    assert [r[4] for r in got["points"]] == [1]  # only the fresh one has history
+
+
+async def test_short_tiers_expire(
+    make_settings: Callable[..., Settings], sync_client: sync_redis.Redis, key_prefix: str
+) -> None:
+    app = create_app(make_settings(raw_retention=1, rollup_tiers="1s:3s,2s:6s"))
+    async with app.test_app():
+        client: QuartClient = app.test_client()
+        now = int(time.time() * 1000)
+        await client.post("/api/metrics", json=[{"device": "d", "metric": "m", "value": 1.0, "ts": now}])
+
+        def keys(kind: str) -> list[bytes]:
+            return list(sync_client.scan_iter(match=f"{key_prefix}{kind}:*"))
+
+        assert len(keys("raw")) == 1 and len(keys("rollup")) == 2
+        got = await series_range(client, **{"from": "-1s", "to": "now"})
+        assert got["step_ms"] == 0 and [p[1] for p in got["points"]] == [1.0]
+
+        async def gone(kind: str) -> bool:
+            return not keys(kind)
+
+        await async_wait_until(lambda: gone("raw"), timeout=10, what="raw points expired")
+        got = await series_range(client, **{"from": "-5s", "to": "now", "step": "1s"})
+        assert got["points"] in ([], [[now - now % 1000, 1.0, 1.0, 1.0, 1, 1.0]])
+        await async_wait_until(lambda: gone("rollup"), timeout=15, what="rollup buckets expired")
+        got = await series_range(client, **{"from": "-10s", "to": "now", "step": "2s"})
+        assert got["points"] == []
+        # What stays is the latest value and the bookkeeping: no history key survives its retention.
+        left = {
+            k.decode().removeprefix(key_prefix).split(":")[0] for k in sync_client.scan_iter(match=key_prefix + "*")
+        }
+        assert left <= {"latest", "latest-ts", "events", "epoch", "series-per-device"}
+
+
+async def test_bad_ranges_name_the_parameter(client: QuartClient) -> None:
+    await client.post("/api/metrics", json={"device": "d", "metric": "m", "value": 1.0})
+    for params, name in [
+        ({"from": "now", "to": "-1h"}, "'from'"),
+        ({"from": "yesterday"}, "'from'"),
+        ({"from": "-1h", "to": "2026-13-01T00:00:00Z"}, "'to'"),
+        ({"from": "-1h", "step": "5s"}, "'step'"),  # finer than the finest tier (1 min)
+        ({"from": "-1h", "step": "90s"}, "'step'"),  # no tier divides it
+        ({"from": "-400d", "step": "1m"}, "'step'"),  # too many rows
+        ({"from": "-1h", "points": "0"}, "'points'"),
+        ({"from": "-1h", "format": "xml"}, "'format'"),
+    ]:
+        response = await client.get("/api/metrics/series", query_string={"device": "d", "metric": "m", **params})
+        assert response.status_code == 400, params
+        body = await response.get_json()
+        assert body["error"] == "bad_query" and name in body["detail"], (params, body)
+
+
+async def test_csv_export_one_row_per_point(client: QuartClient) -> None:
+    now = int(time.time() * 1000)
+    body = [
+        {"device": "d", "metric": "m", "value": float(i), "ts": now - i * 1000, "unit": "V", "tags": {"k": "a,b"}}
+        for i in range(3)
+    ]
+    await client.post("/api/metrics", json=body)
+    response = await client.get("/api/metrics/series", query_string={"device": "d", "from": "-1m", "format": "csv"})
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    rows = list(csv.reader(io.StringIO(await response.get_data(as_text=True))))
+    assert rows[0] == ["device", "metric", "tags", "unit", "ts", "time", "value"]
+    assert [(r[0], r[2], r[3], int(r[4]), float(r[6])) for r in rows[1:]] == [
+        ("d", "k=a,b", "V", now - i * 1000, float(i)) for i in (2, 1, 0)
+    ]
+    assert rows[1][5].endswith("Z")
+    # Accept: text/csv asks for the same; aggregated rows carry their columns.
+    response = await client.get(
+        "/api/metrics/series", query_string={"device": "d", "from": "-1h", "step": "1h"}, headers={"Accept": "text/csv"}
+    )
+    rows = list(csv.reader(io.StringIO(await response.get_data(as_text=True))))
+    assert rows[0][-5:] == ["min", "max", "mean", "count", "last"]
+    assert sum(int(r[-2]) for r in rows[1:]) == 3
+
+
+async def test_annotations_take_the_same_range(client: QuartClient) -> None:
+    now = int(time.time() * 1000)
+    for hours, text in [(30, "old"), (2, "bearing replaced"), (0, "now")]:
+        response = await client.post("/api/annotations", json={"device": "d", "ts": now - hours * HOUR, "text": text})
+        assert response.status_code == 201
+    response = await client.get("/api/annotations", query_string={"device": "d", "from": "-6h", "to": "now-1h"})
+    assert [a["text"] for a in (await response.get_json())["annotations"]] == ["bearing replaced"]
+    response = await client.get("/api/annotations", query_string={"from": "now", "to": "-1h"})
+    assert response.status_code == 400 and "'from'" in (await response.get_json())["detail"]
