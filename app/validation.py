@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, GetJsonSchemaHandler, StringConstraints, ValidationError
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from app.errors import Unprocessable
 
@@ -24,12 +27,39 @@ Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
 # Epoch ms between 2000-01-01 and 2200-01-01: catches seconds sent as ms.
 MIN_TS_MS = 946_684_800_000
 MAX_TS_MS = 7_258_118_400_000
+# What parse_ts takes, as JSON Schema (for the API description): epoch ms in range, or RFC 3339 with a
+# timezone (the pattern keeps to days every month has, and to years whose every offset stays in range);
+# null or empty means now (or, for an end, none).
+RFC3339_PATTERN = (
+    r"^2(?:00[1-9]|0[1-9][0-9]|1[0-9]{2})-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
+    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+SENSOR_TIME_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "integer", "minimum": MIN_TS_MS, "maximum": MAX_TS_MS, "description": "Unix epoch ms"},
+        {"type": "string", "pattern": RFC3339_PATTERN, "description": "RFC 3339 with a timezone"},
+        {"type": "null"},
+        {"type": "string", "maxLength": 0},
+    ]
+}
 
 M = TypeVar("M", bound=BaseModel)
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Shaped(AfterValidator):
+    """An ``AfterValidator`` that also puts its pattern in the JSON Schema (the API description)."""
+
+    pattern: str = ""
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        out = handler(schema)
+        out["pattern"] = self.pattern
+        return out
 
 
 def shaped(pattern: str, message: str) -> AfterValidator:
@@ -41,7 +71,7 @@ def shaped(pattern: str, message: str) -> AfterValidator:
             raise ValueError(message)
         return value
 
-    return AfterValidator(check)
+    return Shaped(check, pattern)
 
 
 def not_bool(value: Any) -> Any:
@@ -51,8 +81,45 @@ def not_bool(value: Any) -> Any:
     return value
 
 
+# RFC 3339's date-time (section 5.6): either case of T and Z (and a space for
+# T, as its note allows), any number of fraction digits, a leap second.
+RFC3339 = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))")
+RFC3339_MESSAGE = "must be RFC 3339 (e.g. 2026-11-22T06:00:00Z) or Unix epoch milliseconds"
+
+
+def _rfc3339_ms(text: str) -> int | None:
+    """Epoch ms of an RFC 3339 date-time; None if ``text`` is not one (ValueError if it names no real time)."""
+    match = RFC3339.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    fraction, zulu, sign, off_h, off_m = match.groups()[6:]
+    if zulu:
+        tz = UTC
+    else:
+        if int(off_h) > 23 or int(off_m) > 59:
+            raise ValueError("RFC 3339 offset out of range")
+        offset = timedelta(hours=int(off_h), minutes=int(off_m))
+        tz = timezone(-offset if sign == "-" else offset)
+    # A leap second (:60) is the instant after :59.
+    leap = second == 60
+    try:
+        parsed = datetime(year, month, day, hour, minute, 59 if leap else second, tzinfo=tz)
+    except ValueError as exc:
+        raise ValueError(f"not a real date and time: {exc}") from None
+    ms = int(parsed.timestamp()) * 1000 + (1000 if leap else 0)
+    if fraction:
+        ms += int(fraction[:3].ljust(3, "0"))
+    return ms
+
+
 def parse_ts(value: Any) -> int:
-    """A sensor time: RFC 3339 with a timezone, or Unix epoch ms; absent means now."""
+    """A sensor time: RFC 3339 with a timezone, or Unix epoch ms; absent means now.
+
+    RFC 3339 as the RFC has it (``2026-11-22t06:00:00z``, ``...T23:59:60Z``,
+    nine fraction digits), and other ISO 8601 forms with an offset that
+    Python's ``fromisoformat`` reads.
+    """
     if value is None or value == "":
         return now_ms()
     if isinstance(value, bool):
@@ -61,11 +128,13 @@ def parse_ts(value: Any) -> int:
         stripped = value.strip()
         if stripped.lstrip("-").isdigit():
             value = int(stripped)
+        elif (rfc3339 := _rfc3339_ms(stripped)) is not None:
+            value = rfc3339
         else:
             try:
                 parsed = datetime.fromisoformat(stripped)
             except ValueError:
-                raise ValueError("must be RFC 3339 (e.g. 2026-11-22T06:00:00Z) or Unix epoch milliseconds") from None
+                raise ValueError(RFC3339_MESSAGE) from None
             if parsed.tzinfo is None:
                 raise ValueError("RFC 3339 time needs a timezone (Z or +hh:mm)")
             value = int(parsed.timestamp() * 1000)

@@ -106,20 +106,23 @@ class EventLog:
     async def resume_point(self, last_id: str | None) -> Resume:
         """Decide how a client that last saw ``last_id`` continues.
 
-        No id: from the newest event on. An id that is malformed, newer than
-        anything written (another engine, or an engine that lost its data), or
-        older than the oldest event kept: ``reset``, resuming from
-        the newest event.
+        No id: from the newest event on. ``0`` or ``0-0``: from the start of
+        the kept log (never a reset). A bare number ``<ms>`` means ``<ms>-0``,
+        as in Redis. An id that is malformed, newer than anything written
+        (another engine, or an engine that lost its data), or older than the
+        oldest event kept: ``reset``, resuming from the newest event.
         """
         info = await self._info()
         epoch = await self.epoch()
         head = info["last"]
         if last_id is None:
             return Resume(after=format_event_id(head))
-        wanted = parse_event_id(last_id)
+        wanted = parse_event_id(_complete_id(last_id))
         if wanted is None:
             return Resume(after=format_event_id(head), reset="malformed-id")
-        if wanted != (0, 0) and wanted < epoch.floor:
+        if wanted == (0, 0):
+            return Resume(after=ZERO_ID)
+        if wanted < epoch.floor:
             return Resume(after=format_event_id(head), reset="epoch-changed")
         if wanted > head:
             return Resume(after=format_event_id(head), reset="unknown-id")
@@ -142,6 +145,12 @@ class EventLog:
         trimmed = int(raw.get("entries-added", 0)) > int(raw.get("length", 0))
         floor = _key(first[0]) if (trimmed and first) else (0, 0)
         return {"last": _key(raw.get("last-generated-id")), "floor": max(floor, _key(raw.get("max-deleted-entry-id")))}
+
+
+def _complete_id(value: str) -> str:
+    """``"0"`` -> ``"0-0"``, ``"1700000000000"`` -> ``"1700000000000-0"`` (Redis's incomplete ids)."""
+    value = value.strip()
+    return f"{value}-0" if value.isascii() and value.isdigit() and len(value) <= 20 else value
 
 
 def _text(value: object) -> str:
