@@ -4,9 +4,16 @@ It subscribes to ``LIVEDASH_MQTT_TOPIC`` (``sensors/{device}/{metric}`` by
 default: the placeholders become ``+`` wildcards) and turns each message into
 a reading through the same model and write path as ``POST /api/metrics``:
 
-- payload a bare number (``21.5``) → that value, server time;
+- payload a bare number (``21.5``) → that value, server time (arrival);
 - payload JSON: a number, or an object ``{value, ts?, unit?, tags?}`` (a
-  ``device``/``metric`` in it must agree with the topic).
+  ``device``/``metric`` in it must agree with the topic); without ``ts`` the
+  reading gets the arrival time.
+
+Retained messages: the broker hands the last retained message of each topic
+to every new subscription, so each (re)connect of the bridge would store it
+again with a fresh server time and a dead sensor would look alive. A
+retained message is stored only if it carries its own ``ts`` and that is
+newer than the series' latest; otherwise it is skipped (logged at debug).
 
 A bad message is counted (``livedash_ingest_rejected_total{source="mqtt"}``)
 and logged, then skipped; it never stops the bridge. A lost broker is retried
@@ -14,7 +21,9 @@ with exponential backoff.
 
 Several workers (or machines): every process runs ``run_bridge``, but only
 the holder of a Redis lease (``scripts/lease.lua``, as the demo simulator
-does) connects, so each message is stored once. The bridge keeps a fixed
+does) connects, so each message is stored once. The holder releases the
+lease when it stops (``lease_release.lua``), so after a deploy another
+process takes over within ``LEASE_RETRY``, not after the lease's TTL. The bridge keeps a fixed
 client id with a persistent session (``clean_session=False``) and QoS 1, so
 while the lease moves to another process the broker keeps the messages for
 whoever takes over. QoS 1 is at-least-once: a message the broker resends
@@ -50,6 +59,7 @@ log = logging.getLogger(__name__)
 LEASE_TTL_MS = 10_000
 LEASE_RENEW = 3.0
 LEASE_RETRY = 2.0
+LEASE_RELEASE_TIMEOUT = 2.0
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
 MAX_PAYLOAD = 64 * 1024
@@ -96,6 +106,11 @@ class TopicTemplate:
 
 def to_reading(template: TopicTemplate, topic: str, payload: bytes) -> Reading:
     """One message → one validated reading, or ``BadMessage`` saying why not."""
+    return parse_message(template, topic, payload)[0]
+
+
+def parse_message(template: TopicTemplate, topic: str, payload: bytes) -> tuple[Reading, bool]:
+    """One message → its reading, and whether the payload carried its own ``ts``."""
     device, metric = template.match(topic)
     if len(payload) > MAX_PAYLOAD:
         raise BadMessage(f"payload of {len(payload)} bytes, at most {MAX_PAYLOAD}")
@@ -121,8 +136,9 @@ def to_reading(template: TopicTemplate, topic: str, payload: bytes) -> Reading:
         if key in body and body[key] != from_topic:
             raise BadMessage(f"payload {key} {body[key]!r} disagrees with the topic's {from_topic!r}")
         body[key] = from_topic
+    own_ts = body.get("ts") not in (None, "")
     try:
-        return Reading.model_validate(body)
+        return Reading.model_validate(body), own_ts
     except ValidationError as exc:
         detail = "; ".join(f"{e['field']}: {e['error']}" for e in validation_detail(exc))
         raise BadMessage(detail) from None
@@ -164,11 +180,28 @@ class Bridge:
         digest = hashlib.sha256(eng.keys.prefix.encode()).hexdigest()[:16]
         self.client_id = f"livedash-{digest}"
         self._lease = scripts.load(eng.redis, "lease")
+        self._lease_release = scripts.load(eng.redis, "lease_release")
 
     async def hold_lease(self) -> bool:
         return bool(await self._lease(keys=[self.lease_key], args=[self.owner, LEASE_TTL_MS]))
 
+    async def release_lease(self) -> None:
+        """Give the lease up (if it is ours), so another process takes over at once."""
+        try:
+            async with asyncio.timeout(LEASE_RELEASE_TIMEOUT):
+                if await self._lease_release(keys=[self.lease_key], args=[self.owner]):
+                    log.info("MQTT bridge stopped; lease released")
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("MQTT bridge could not release its lease (it expires in %ss): %s", LEASE_TTL_MS // 1000, exc)
+
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            # Stopping (the app shuts down): the broker connection is closed by now.
+            await self.release_lease()
+
+    async def _run(self) -> None:
         delay = BACKOFF_START
         while True:
             try:
@@ -230,23 +263,33 @@ class Bridge:
     async def _consume(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-            await self.handle(message.topic.value, payload)
+            await self.handle(message.topic.value, payload, retained=bool(message.retain))
 
-    async def handle(self, topic: str, payload: bytes) -> bool:
-        """Store one message's reading; False (counted and logged) if it is bad."""
+    async def handle(self, topic: str, payload: bytes, retained: bool = False) -> bool:
+        """Store one message's reading; False if it is bad (counted and logged) or a stale retained one."""
         try:
-            reading = to_reading(self.template, topic, payload)
+            reading, own_ts = parse_message(self.template, topic, payload)
         except BadMessage as exc:
             telemetry.INGEST_REJECTED.labels("mqtt").inc()
             log.warning("MQTT message on %r refused: %s", topic[:100], exc)
             return False
         try:
+            if retained and not await self._retained_is_news(reading, own_ts):
+                log.debug("MQTT retained message on %r skipped: no newer ts of its own", topic[:100])
+                return False
             await ingest(self.eng, [reading], source="mqtt")
         except RedisError as exc:
             # At QoS 1 the broker has already handed the message over; it is lost.
             log.warning("MQTT message on %r not stored, Redis unavailable: %s", topic[:100], exc)
             return False
         return True
+
+    async def _retained_is_news(self, reading: Reading, own_ts: bool) -> bool:
+        """A retained message is a new reading only with its own ts, newer than the series' latest."""
+        if not own_ts:
+            return False
+        latest = await self.eng.redis.hget(self.eng.keys.latest_ts, reading.series)
+        return latest is None or reading.ts > int(latest)
 
 
 async def run_bridge(eng: Services, url: str, template: str, qos: int) -> None:
