@@ -20,6 +20,7 @@ import asyncio
 import os
 import secrets
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
@@ -125,15 +126,22 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     return _run(settings, work)
 
 
+def _when(epoch_ms: int) -> str:
+    """Epoch ms as a time people read: ``2026-12-02 10:40`` (UTC)."""
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+
+
 def cmd_token_list(args: argparse.Namespace) -> int:
     settings = Settings()
 
     async def work(store: TokenStore, _audit: AuditLog) -> int:
         records = await store.list()
-        print(f"{'id':12}  {'role':7}  {'name':20}  {'expires_at':13}  scope / devices")
+        print(f"{'id':12}  {'role':7}  {'name':20}  {'created (UTC)':16}  {'expires (UTC)':16}  scope / devices")
         for r in records:
             limits = ",".join(r.scope or []) + (f" devices={','.join(r.devices)}" if r.devices is not None else "")
-            print(f"{r.id:12}  {r.role:7}  {r.name[:20]:20}  {r.expires_at or '-'!s:13}  {limits or '-'}")
+            created = _when(r.created_at)
+            expires = _when(r.expires_at) if r.expires_at else "never"
+            print(f"{r.id:12}  {r.role:7}  {r.name[:20]:20}  {created:16}  {expires:16}  {limits or '-'}")
         return 0
 
     return _run(settings, work)

@@ -75,8 +75,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     # As in the Procfile: idle (and half-sent) connections close after this.
     config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
     config.accesslog = None
+    shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+    # With auth on, curl needs a token (the first start prints one; `livedash token create` makes more).
+    credential = " -H 'Authorization: Bearer $TOKEN'" if settings.auth_on else ""
     print(
-        f"livedash: dashboard on http://{host}:{port}/  (stream: curl -N http://{host}:{port}/api/stream)", flush=True
+        f"livedash: dashboard on http://{shown}:{port}/  (stream: curl -N{credential} http://{shown}:{port}/api/stream)",
+        flush=True,
     )
     print("\n".join(security_lines), flush=True)
     try:
@@ -88,6 +92,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request at INFO: noise in `livedash tail` and `simulate` output.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["serve"]:
         return serve(argv[1:])
