@@ -16,10 +16,16 @@ Where things happen:
   script decides (it re-checks the heartbeat key on Redis's clock).
 
 Every event is ``type: presence`` on topic ``room/<room>`` with data
-``{action, room, tab, user, state, tabs[, reason]}`` where ``tab`` is a hash
-of the session (the session id itself is never shown to others: whoever knows
-it could end that tab's presence) and ``tabs`` is how many tabs that user
-still has in the room after the change.
+``{action, room, tab, user, subject, self_declared, state, tabs[, reason]}``
+where ``tab`` is a hash of the session (the session id itself is never shown
+to others: whoever knows it could end that tab's presence) and ``tabs`` is how
+many tabs that person (``subject``) still has in the room after the change.
+
+Who is present comes from the caller's identity: ``user`` is its display
+name and ``subject`` its stable id (a token id, a JWT's ``jwt:<sub>``), so
+two tokens that share a name are two people, and a body's ``user`` is
+ignored. Only with authentication off is the typed name used, marked
+``self_declared: true`` (subject ``self:<name>``, or ``tab:<tab>`` unnamed).
 """
 
 from __future__ import annotations
@@ -33,10 +39,11 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.documents.versioned import Actor
 from app.events.event import ZERO_ID
 from app.storage import lua as scripts
 from app.storage.keyspace import Keys
@@ -87,7 +94,11 @@ class Leave(BaseModel):
 
 
 class Heartbeat(Leave):
-    user: User | None = None
+    user: User | None = Field(
+        None,
+        description="Ignored while authentication is on: who is present is the caller's identity. With "
+        "LIVEDASH_AUTH=off, the name shown, marked `self_declared: true`.",
+    )
     state: State = "viewing"
 
     # Forms post empty fields as ""; that means "not given", not a name or state.
@@ -143,10 +154,12 @@ class PresenceStore:
             k.events,
         ]
 
-    async def heartbeat(self, beat: Heartbeat) -> Beat:
+    async def heartbeat(self, beat: Heartbeat, actor: Actor) -> Beat:
+        """``actor``: who the caller is (``Identity.actor``); the beat's own ``user`` is not read here."""
         tab = tab_id(beat.session)
-        args: list[str | int] = [beat.session, tab, beat.room, beat.user or "", beat.state]
-        args += [self.life_ms, self.log_maxlen, room_topic(beat.room)]
+        subject = actor.subject or (f"self:{actor.name}" if actor.name else f"tab:{tab}")
+        args: list[str | int] = [beat.session, tab, beat.room, actor.name or "", beat.state]
+        args += [self.life_ms, self.log_maxlen, room_topic(beat.room), subject, int(actor.self_declared)]
         action, event_id = await self._heartbeat(keys=self._keys(beat.room, beat.session), args=args)
         return Beat(_text(action), tab, _text(event_id) if event_id else None)
 
@@ -159,23 +172,32 @@ class PresenceStore:
         return _text(event_id) if event_id else None
 
     async def snapshot(self, room: str) -> dict[str, Any]:
-        """The room's members grouped by user, and the event-log cursor read in the same step."""
+        """The room's members grouped by person (subject), and the event-log cursor read in the same step."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hvals(self.keys.presence_members(room))
             pipe.xrevrange(self.keys.events, count=1)
             raw, newest = await pipe.execute()
-        groups: dict[str | None, list[dict[str, Any]]] = {}
+        groups: dict[str, list[dict[str, Any]]] = {}
+        people: dict[str, dict[str, Any]] = {}
         for value in raw:
             member = orjson.loads(value)
-            groups.setdefault(member.get("user"), []).append(
+            subject = member.get("subject") or f"self:{member.get('user') or ''}"  # records from before subjects
+            people[subject] = {"user": member.get("user"), "self_declared": bool(member.get("self_declared"))}
+            groups.setdefault(subject, []).append(
                 {"tab": member["tab"], "state": member["state"], "since": member["since"]}
             )
         users = []
-        # Named users by name, anonymous tabs (user null) last.
-        for user in sorted(groups, key=lambda u: (u is None, u or "")):
-            tabs = sorted(groups[user], key=lambda t: (t["since"], t["tab"]))
+        # Named people by name, unnamed ones (user null) last; the subject keeps namesakes apart.
+        for subject in sorted(groups, key=lambda s: (people[s]["user"] is None, people[s]["user"] or "", s)):
+            tabs = sorted(groups[subject], key=lambda t: (t["since"], t["tab"]))
             users.append(
-                {"user": user, "tabs": len(tabs), "states": sorted({t["state"] for t in tabs}), "sessions": tabs}
+                {
+                    **people[subject],
+                    "subject": subject,
+                    "tabs": len(tabs),
+                    "states": sorted({t["state"] for t in tabs}),
+                    "sessions": tabs,
+                }
             )
         cursor = _text(newest[0][0]) if newest else ZERO_ID
         return {"room": room, "users": users, "tabs": len(raw), "cursor": cursor}

@@ -21,6 +21,7 @@ from quart import Quart
 from redis.asyncio import Redis
 
 from app import create_app
+from app.documents.versioned import Actor
 from app.presence import Heartbeat, PresenceStore, tab_id
 from app.services import services_of
 from app.settings import Settings
@@ -270,7 +271,7 @@ async def test_many_sweepers_and_leaves_emit_each_leave_once(
         stores = [PresenceStore(c, eng.keys, 500, 1000) for c in clients]
         sessions = [new_session() for _ in range(30)]
         for s in sessions:
-            await stores[0].heartbeat(Heartbeat(room=ROOM, session=s, user="u"))
+            await stores[0].heartbeat(Heartbeat(room=ROOM, session=s, user="u"), Actor(name="u", self_declared=True))
         explicit = sessions[::3]
 
         async def sweep_until_empty(store: PresenceStore) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from app.auth.tokens import Role, TokenCreate
+from app.documents.versioned import Actor
 from app.events.topics import TopicFilter
 from app.web.routing import declaration
 
@@ -65,10 +66,29 @@ class Identity:
     expires_at: int | None = None  # Unix ms: the token's or the session's end, whichever is first
     session_id: str | None = None  # set when the credential is a browser session
     csrf: str | None = field(default=None, repr=False)
+    # The stable id of who this is: None means the token id (opaque tokens); a JWT's `sub`.
+    sub: str | None = None
+    # How it proved it: "token" (opaque, stored), "bootstrap", "metrics", "jwt", "anonymous" (auth off).
+    kind: str = "token"
 
     @property
     def via_cookie(self) -> bool:
         return self.session_id is not None
+
+    @property
+    def subject(self) -> str:
+        """Stable across renames: the token id for livedash's tokens, ``jwt:<sub>`` for an issuer's JWTs."""
+        return f"jwt:{self.sub}" if self.kind == "jwt" and self.sub else self.token_id
+
+    def actor(self, declared: str | None = None) -> Actor:
+        """Who a write or a heartbeat is by: this identity, never a request body.
+
+        Only with authentication off (``ANONYMOUS``) is there nobody to ask, so
+        the name a person typed (``declared``) is used, marked self-declared.
+        """
+        if self.kind == "anonymous":
+            return Actor(name=declared or None, subject=None, self_declared=True)
+        return Actor(name=self.name, subject=self.subject, self_declared=False)
 
     @property
     def who(self) -> str:
@@ -89,7 +109,7 @@ class Identity:
         return self.sees_device(device)
 
 
-ANONYMOUS = Identity(role=Role.ADMIN, token_id="anonymous", name="anonymous", token_hash="")
+ANONYMOUS = Identity(role=Role.ADMIN, token_id="anonymous", name="anonymous", token_hash="", kind="anonymous")
 
 
 def scope_allows(scope: TopicFilter | None, topic: str) -> bool:

@@ -84,7 +84,9 @@ class Guard:
         """``LIVEDASH_METRICS_TOKEN``: the role ``metrics`` (``/metrics`` only), no Redis asked; else None."""
         if self._scraper is None or not hmac.compare_digest(hash_token(token), self._scraper):
             return None
-        return Identity(role=Role.METRICS, token_id="metrics", name="LIVEDASH_METRICS_TOKEN", token_hash="")
+        return Identity(
+            role=Role.METRICS, token_id="metrics", name="LIVEDASH_METRICS_TOKEN", token_hash="", kind="metrics"
+        )
 
     def is_bootstrap_hash(self, token_hash: str) -> bool:
         """Whether a session's recorded hash is this process's LIVEDASH_ADMIN_TOKEN (not a rotated one)."""
@@ -98,6 +100,7 @@ class Guard:
             role=Role.ADMIN,
             token_id=BOOTSTRAP,
             name="LIVEDASH_ADMIN_TOKEN",
+            kind="bootstrap",
             token_hash=self.bootstrap_hash,
             expires_at=session.expires_at if session else None,
             session_id=session.id if session else None,

@@ -58,11 +58,20 @@ class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     role: Role
-    name: Name = "token"
+    # Its display name: who writes, edits and is present with it (absent: "token <id>"). An admin may rename it.
+    name: Name | None = None
     scope: list[Scope] | None = Field(None, max_length=32)
     devices: list[Slug] | None = Field(None, max_length=1000)
     # Seconds from now; absent: the token does not expire.
     expires_in: float | None = Field(None, gt=0, le=10 * 365 * 24 * 3600)
+
+
+class TokenUpdate(BaseModel):
+    """What an admin may change about a token (``POST /api/tokens/<id>``): its display name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Name
 
 
 class TokenRecord(BaseModel):
@@ -125,10 +134,11 @@ class TokenStore:
         plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = int(time.time() * 1000)
         expires_at = now + int(spec.expires_in * 1000) if spec.expires_in else None
+        token_id = secrets.token_hex(6)
         record = TokenRecord(
-            id=secrets.token_hex(6),
+            id=token_id,
             role=spec.role,
-            name=spec.name,
+            name=spec.name or f"token {token_id}",
             scope=spec.scope or None,
             devices=spec.devices if spec.devices is not None else None,
             created_at=now,
@@ -190,6 +200,27 @@ class TokenStore:
             # Expired tokens vanish on their own; their index entries are swept here.
             await self.redis.hdel(self.keys.tokens, *stale)
         return sorted(records, key=lambda r: r.created_at)
+
+    async def get(self, token_id: str) -> TokenRecord | None:
+        """A live token's record by its public id."""
+        if not re.fullmatch(TOKEN_ID_PATTERN, token_id):
+            return None
+        digest = await self.redis.hget(self.keys.tokens, token_id)
+        return None if digest is None else await self.by_hash(_text(digest))
+
+    async def rename(self, token_id: str, name: str) -> TokenRecord | None:
+        """Give a token a new display name; its id (the subject), role, scope and expiry stay.
+
+        ``SET XX KEEPTTL``: a token revoked or expired meanwhile is not brought
+        back, and its expiry is kept. Two renames at once: the last one wins.
+        """
+        record = await self.get(token_id)
+        if record is None:
+            return None
+        renamed = record.model_copy(update={"name": name})
+        digest = _text(await self.redis.hget(self.keys.tokens, token_id) or b"")
+        stored = await self.redis.set(self.keys.token(digest), renamed.model_dump_json(), xx=True, keepttl=True)
+        return renamed if stored else None
 
     async def count_admins(self) -> int:
         return sum(1 for r in await self.list() if r.role is Role.ADMIN)

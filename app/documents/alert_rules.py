@@ -21,7 +21,7 @@ import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 from redis.asyncio import Redis
 
-from app.documents.versioned import VersionedScript, Written, new_id
+from app.documents.versioned import NOBODY, Actor, VersionedScript, Written, new_id
 from app.events.event import ZERO_ID
 from app.settings import Settings
 from app.storage.keyspace import Keys, series_id
@@ -137,13 +137,13 @@ class AlertStore:
 
     # --- rules ------------------------------------------------------------------
 
-    async def create(self, data: RuleCreate, actor: str | None = None) -> Written:
+    async def create(self, data: RuleCreate, actor: Actor = NOBODY) -> Written:
         rule_id = new_id()
         sets = data.model_dump(exclude_none=True)
         sets["series"] = series_id(data.device, data.metric, data.tags)  # what alert_eval.lua looks rules up by
         return await self.script.write("create", rule_id, self._keys(rule_id), sets=sets, actor=actor)
 
-    async def update(self, rule_id: str, patch: RuleUpdate, expected: int | None, actor: str | None = None) -> Written:
+    async def update(self, rule_id: str, patch: RuleUpdate, expected: int | None, actor: Actor = NOBODY) -> Written:
         given = patch.model_dump(exclude_unset=True, exclude={"version", *IMMUTABLE})
         sets = {k: v for k, v in given.items() if v is not None}
         clears = [k for k, v in given.items() if v is None and k in CLEARABLE]
@@ -159,7 +159,7 @@ class AlertStore:
             actor=actor,
         )
 
-    async def delete(self, rule_id: str, expected: int | None, actor: str | None = None) -> Written:
+    async def delete(self, rule_id: str, expected: int | None, actor: Actor = NOBODY) -> Written:
         return await self.script.write("delete", rule_id, self._keys(rule_id), expected=expected, actor=actor)
 
     async def get(self, rule_id: str) -> dict[str, Any] | None:

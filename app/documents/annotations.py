@@ -14,7 +14,7 @@ import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 from redis.asyncio import Redis
 
-from app.documents.versioned import VersionedScript, Written, new_id
+from app.documents.versioned import NOBODY, Actor, VersionedScript, Written, new_id
 from app.errors import Unprocessable
 from app.ingest.readings import Reading
 from app.settings import Settings
@@ -23,9 +23,16 @@ from app.validation import Slug, now_ms
 
 M = TypeVar("M", bound=BaseModel)
 
-FIELDS = ("device", "metric", "ts", "ts_end", "text", "tags", "author")
+FIELDS = ("device", "metric", "ts", "ts_end", "text", "tags", "author", "author_id", "self_declared")
 # Fields an update may set to null (or an empty form field) to remove them.
-CLEARABLE = frozenset({"metric", "ts_end", "author"})
+CLEARABLE = frozenset({"metric", "ts_end"})
+# Who wrote it: set from the caller on every write (the note's author is its last writer), never from a body.
+AUTHORSHIP = frozenset({"author", "author_id", "self_declared"})
+AUTHOR_NOTE = (
+    "Ignored while authentication is on: the author is the caller's identity (its display name; "
+    "`author_id` is its stable subject). With LIVEDASH_AUTH=off there is no identity: this name is "
+    "kept, and the annotation and its revision say `self_declared: true`."
+)
 
 MAX_TEXT = 4000
 MAX_TAGS = 16
@@ -61,7 +68,7 @@ class AnnotationCreate(BaseModel):
     ts_end: OptionalTs = None
     text: Text
     tags: Tags = Field(default_factory=list)
-    author: Author | None = None
+    author: Author | None = Field(None, description=AUTHOR_NOTE)
 
 
 class AnnotationUpdate(BaseModel):
@@ -75,7 +82,7 @@ class AnnotationUpdate(BaseModel):
     ts_end: OptionalTs = None
     text: Text | None = None
     tags: Tags | None = None
-    author: Author | None = None
+    author: Author | None = Field(None, description=AUTHOR_NOTE)
     version: int | None = Field(None, ge=1)
 
     @field_validator("device", "ts", "text", "tags")
@@ -93,7 +100,11 @@ class Precondition(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: int | None = Field(None, ge=1)
-    author: Author | None = None
+    author: Author | None = Field(None, description=AUTHOR_NOTE)
+
+
+def authorship(actor: Actor) -> dict[str, Any]:
+    return {"author": actor.name, "author_id": actor.subject, "self_declared": actor.self_declared}
 
 
 def form_fields(form: dict[str, str | None], *, update: bool) -> dict[str, Any]:
@@ -141,16 +152,19 @@ class AnnotationStore:
             self.keys.annotations_by_ts,
         ]
 
-    async def create(self, data: AnnotationCreate) -> Written:
+    async def create(self, data: AnnotationCreate, actor: Actor = NOBODY) -> Written:
+        """A new annotation by ``actor`` (the caller: a body's ``author`` is not read here)."""
         check_range(data.ts, data.ts_end)
         annotation_id = new_id()
-        sets = data.model_dump(exclude_none=True)
-        return await self.script.write("create", annotation_id, self._keys(annotation_id), sets=sets, actor=data.author)
+        sets = data.model_dump(exclude_none=True, exclude=set(AUTHORSHIP)) | authorship(actor)
+        return await self.script.write("create", annotation_id, self._keys(annotation_id), sets=sets, actor=actor)
 
-    async def update(self, annotation_id: str, patch: AnnotationUpdate, expected: int | None) -> Written:
+    async def update(
+        self, annotation_id: str, patch: AnnotationUpdate, expected: int | None, actor: Actor = NOBODY
+    ) -> Written:
         check_range(patch.ts, patch.ts_end)
-        given = patch.model_dump(exclude_unset=True, exclude={"version", "device"})
-        sets = {k: v for k, v in given.items() if v is not None}
+        given = patch.model_dump(exclude_unset=True, exclude={"version", "device", *AUTHORSHIP})
+        sets = {k: v for k, v in given.items() if v is not None} | authorship(actor)
         clears = [k for k, v in given.items() if v is None and k in CLEARABLE]
         immutable = {"device": patch.device} if patch.device is not None else {}
         return await self.script.write(
@@ -161,10 +175,10 @@ class AnnotationStore:
             sets=sets,
             immutable=immutable,
             clears=clears,
-            actor=patch.author,
+            actor=actor,
         )
 
-    async def delete(self, annotation_id: str, expected: int | None, actor: str | None = None) -> Written:
+    async def delete(self, annotation_id: str, expected: int | None, actor: Actor = NOBODY) -> Written:
         return await self.script.write(
             "delete", annotation_id, self._keys(annotation_id), expected=expected, actor=actor
         )

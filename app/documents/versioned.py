@@ -64,6 +64,27 @@ def expected_version(body_version: int | None, if_match: str | None) -> int | No
 
 
 @dataclass(frozen=True, slots=True)
+class Actor:
+    """Who makes a write, as the revision and the event record it (``by``, ``by_id``, ``self_declared``).
+
+    Always the caller's identity (``Identity.actor``), never a request body;
+    only with authentication off is ``name`` what the person typed, and then
+    ``self_declared`` says so.
+    """
+
+    name: str | None = None
+    subject: str | None = None
+    self_declared: bool = False
+
+    def members(self) -> bytes:
+        """A JSON object of the revision's and the event's ``by`` members (spliced in by versioned.lua)."""
+        return orjson.dumps({"by": self.name, "by_id": self.subject, "self_declared": self.self_declared})
+
+
+NOBODY = Actor()
+
+
+@dataclass(frozen=True, slots=True)
 class Written:
     """An accepted write: the document as stored now and its event's id."""
 
@@ -110,7 +131,7 @@ class VersionedScript:
         sets: Mapping[str, Any] | None = None,
         immutable: Mapping[str, Any] | None = None,
         clears: Sequence[str] = (),
-        actor: str | None = None,
+        actor: Actor = NOBODY,
     ) -> Written:
         sets = sets or {}
         immutable = immutable or {}
@@ -120,7 +141,7 @@ class VersionedScript:
             now_ms(),
             orjson.dumps(doc_id),
             self.log_maxlen,
-            orjson.dumps(actor),
+            actor.members(),
             self.tombstone_ttl_ms,
             self.revisions_max,
             self.fields,

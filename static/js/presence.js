@@ -1,5 +1,6 @@
-// livedash presence: who is here (per user, with tab counts) and who is
-// editing which note. Every tab heartbeats for itself, at the interval the
+// livedash presence: who is here (per person, with tab counts) and who is
+// editing which note. A person is a subject (the server says who, from the
+// caller's credential): two tokens that share a name are two chips. Every tab heartbeats for itself, at the interval the
 // server names, and says goodbye with sendBeacon on pagehide.
 import { api } from "./api.js";
 import { on } from "./bus.js";
@@ -14,7 +15,7 @@ let intervalMs = 10000;
 let timer = null;
 let state = "viewing";
 let myTab = null;
-const members = new Map();   // tab -> {user, state}
+const members = new Map();   // tab -> {user, subject, state}
 let snapshotCursor = null;
 const early = [];            // presence events that came before the snapshot
 
@@ -29,6 +30,7 @@ async function beat() {
   clearTimeout(timer);
   state = currentState();
   const body = { room: room, session: session, state: state };
+  // Only read with auth off (a self-declared name); otherwise the server names us from our session.
   if (me()) body.user = me();
   let next = intervalMs;
   try {
@@ -56,7 +58,9 @@ async function snapshot() {
   if (!r.ok) return;
   const snap = await r.json();
   members.clear();
-  for (const u of snap.users) for (const s of u.sessions) members.set(s.tab, { user: u.user, state: s.state });
+  for (const u of snap.users) {
+    for (const s of u.sessions) members.set(s.tab, { user: u.user, subject: u.subject, state: s.state });
+  }
   snapshotCursor = snap.cursor;
   for (const ev of early.splice(0)) if (idAfter(ev.id, snapshotCursor)) apply(ev.data);
   render();
@@ -64,7 +68,7 @@ async function snapshot() {
 
 function apply(d) {
   if (d.action === "leave") members.delete(d.tab);
-  else members.set(d.tab, { user: d.user || null, state: d.state || "viewing" });
+  else members.set(d.tab, { user: d.user || null, subject: d.subject || d.tab, state: d.state || "viewing" });
 }
 
 function onPresence(ev) {
@@ -85,8 +89,8 @@ function render() {
   if (!list) return;
   const groups = new Map();
   for (const [tab, m] of members) {
-    const key = m.user || "";
-    const g = groups.get(key) || { user: m.user, tabs: 0, mine: false };
+    const key = m.subject || m.user || tab;
+    const g = groups.get(key) || { user: m.user, subject: key, tabs: 0, mine: false };
     g.tabs += 1;
     if (tab === myTab) g.mine = true;
     groups.set(key, g);
@@ -96,7 +100,8 @@ function render() {
   list.replaceChildren(...sorted.map((g) => {
     const name = g.user || "Anonymous";
     const tabs = g.tabs === 1 ? "1 tab" : `${g.tabs} tabs`;
-    const li = el("li", { class: "chip" + (g.mine ? " mine" : ""), "data-user": name, "data-tabs": g.tabs,
+    const li = el("li", { class: "chip" + (g.mine ? " mine" : ""), "data-user": name, "data-subject": g.subject,
+      "data-tabs": g.tabs,
       title: `${name}${g.mine ? " (you)" : ""} — ${tabs}` });
     li.appendChild(el("span", { class: "initials", "aria-hidden": "true" }, initials(g.user)));
     li.appendChild(el("span", { class: "name" }, name));

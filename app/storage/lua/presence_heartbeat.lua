@@ -11,20 +11,24 @@
 --     session `join` and `leave` strictly alternate, never doubled;
 --   * a session not in the room joins: one `presence` event, action `join`;
 --   * a session already there is refreshed silently, or with one `update`
---     event when its user or state changed.
+--     event when its user, subject or state changed;
+--   * `tabs` counts the tabs of the same person: the same subject (the
+--     caller's stable id), never just the same display name.
 --
 -- KEYS[1] rooms index   (zset: room -> earliest deadline ms)
 -- KEYS[2] room expiry   (zset: session -> deadline ms)
--- KEYS[3] room members  (hash: session -> {tab, user, state, since} JSON)
+-- KEYS[3] room members  (hash: session -> {tab, user, subject, self_declared, state, since} JSON)
 -- KEYS[4] heartbeat key (string, PX = the session's remaining life)
 -- KEYS[5] event log     (stream)
 -- ARGV: 1 session, 2 tab, 3 room, 4 user ('' = anonymous), 5 state,
---       6 life ms (TTL + grace), 7 event log maxlen, 8 topic
+--       6 life ms (TTL + grace), 7 event log maxlen, 8 topic,
+--       9 subject (who, stably: from the caller's identity), 10 self-declared ('1' | '0')
 -- Returns {action ('join' | 'update' | 'refresh'), event id or false}.
 
 local session, tab, room, state = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 local user = ARGV[4]
 if user == '' then user = cjson.null end
+local subject, self_declared = ARGV[9], ARGV[10] == '1'
 local life = tonumber(ARGV[6])
 
 local t = redis.call('TIME')
@@ -41,20 +45,22 @@ local since = now
 if present then
   local raw = redis.call('HGET', KEYS[3], session)
   local old = raw and cjson.decode(raw)
-  if old and old.user == user and old.state == state then
+  if old and old.user == user and old.subject == subject and old.state == state then
     return {'refresh', false}
   end
   action = 'update'
   if old and old.since then since = old.since end
 end
-redis.call('HSET', KEYS[3], session, cjson.encode({tab = tab, user = user, state = state, since = since}))
+redis.call('HSET', KEYS[3], session, cjson.encode({tab = tab, user = user, subject = subject,
+  self_declared = self_declared, state = state, since = since}))
 
--- The user's open tabs in this room, after this change (rooms hold few tabs).
+-- The person's open tabs in this room, after this change (rooms hold few tabs).
 local tabs = 0
 for _, raw in ipairs(redis.call('HVALS', KEYS[3])) do
-  if cjson.decode(raw).user == user then tabs = tabs + 1 end
+  if cjson.decode(raw).subject == subject then tabs = tabs + 1 end
 end
-local data = cjson.encode({action = action, room = room, tab = tab, user = user, state = state, tabs = tabs})
+local data = cjson.encode({action = action, room = room, tab = tab, user = user, subject = subject,
+  self_declared = self_declared, state = state, tabs = tabs})
 local id = redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*',
   'type', 'presence', 'topic', ARGV[8], 'data', data)
 return {action, id}

@@ -12,7 +12,7 @@
 --
 -- KEYS[1] rooms index   (zset: room -> earliest deadline ms)
 -- KEYS[2] room expiry   (zset: session -> deadline ms)
--- KEYS[3] room members  (hash: session -> {tab, user, state, since} JSON)
+-- KEYS[3] room members  (hash: session -> {tab, user, subject, self_declared, state, since} JSON)
 -- KEYS[4] heartbeat key (string, PX)
 -- KEYS[5] event log     (stream)
 -- ARGV: 1 session, 2 tab, 3 room, 4 reason ('left' | 'expired'),
@@ -29,6 +29,8 @@ end
 
 local raw = redis.call('HGET', KEYS[3], session)
 local old = raw and cjson.decode(raw) or {tab = ARGV[2], user = cjson.null, state = cjson.null}
+-- Records from before subjects were kept: the name stood for the person.
+local subject = old.subject or ('self:' .. (old.user ~= cjson.null and old.user or ''))
 redis.call('HDEL', KEYS[3], session)
 redis.call('DEL', KEYS[4])
 local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
@@ -38,12 +40,14 @@ else
   redis.call('ZREM', KEYS[1], room)
 end
 
--- The user's tabs still open here: 0 means the user is gone from the room.
+-- The person's tabs still open here: 0 means they are gone from the room.
 local tabs = 0
-for _, other in ipairs(redis.call('HVALS', KEYS[3])) do
-  if cjson.decode(other).user == old.user then tabs = tabs + 1 end
+for _, raw_other in ipairs(redis.call('HVALS', KEYS[3])) do
+  local other = cjson.decode(raw_other)
+  local other_subject = other.subject or ('self:' .. (other.user ~= cjson.null and other.user or ''))
+  if other_subject == subject then tabs = tabs + 1 end
 end
-local data = cjson.encode({action = 'leave', room = room, tab = old.tab, user = old.user,
-  state = old.state, tabs = tabs, reason = reason})
+local data = cjson.encode({action = 'leave', room = room, tab = old.tab, user = old.user, subject = subject,
+  self_declared = old.self_declared == true, state = old.state, tabs = tabs, reason = reason})
 return redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*',
   'type', 'presence', 'topic', ARGV[6], 'data', data)

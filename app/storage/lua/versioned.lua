@@ -16,8 +16,9 @@
 -- KEYS[1] document hash: version, created, updated, deleted?, json, f:<field>
 -- KEYS[2] revision list, KEYS[3] event log
 -- ARGV[1] mode (create | update | delete), ARGV[2] expected version or '',
--- ARGV[3] now ms, ARGV[4] id (JSON), ARGV[5] event log maxlen, ARGV[6] actor
--- (JSON), ARGV[7] tombstone ttl ms, ARGV[8] revisions kept, ARGV[9] field
+-- ARGV[3] now ms, ARGV[4] id (JSON), ARGV[5] event log maxlen, ARGV[6] actor:
+-- a JSON object ({"by", "by_id", "self_declared"}) whose members are spliced
+-- into the revision and the event, ARGV[7] tombstone ttl ms, ARGV[8] revisions kept, ARGV[9] field
 -- order (comma list), ARGV[10] event type, ARGV[11] noun (key of the document
 -- in the event data), then: n, n x (field, JSON) to set; n, n x (field, JSON)
 -- that must equal the stored value (immutable fields); n, n x field to clear.
@@ -40,6 +41,7 @@ end
 
 local function vd_write(doc, revisions, events, argv)
   local mode, expected, now, id_json = argv[1], argv[2], argv[3], argv[4]
+  local by = string.sub(argv[6], 2, -2)  -- the actor object's members, without its braces
   local meta = redis.call('HMGET', doc, 'version', 'deleted', 'json')
   local version, deleted, current = tonumber(meta[1]), meta[2], meta[3]
 
@@ -96,7 +98,7 @@ local function vd_write(doc, revisions, events, argv)
   local new_version = redis.call('HGET', doc, 'version')
 
   redis.call('RPUSH', revisions, '{"version":' .. new_version .. ',"action":"' .. action ..
-    '","by":' .. argv[6] .. ',"at":' .. now .. ',"before":' .. (current or 'null') ..
+    '",' .. by .. ',"at":' .. now .. ',"before":' .. (current or 'null') ..
     ',"after":' .. after .. '}')
   redis.call('LTRIM', revisions, -tonumber(argv[8]), -1)
   if mode == 'delete' then
@@ -107,6 +109,6 @@ local function vd_write(doc, revisions, events, argv)
   local device = cjson.decode(redis.call('HGET', doc, 'f:device'))
   local event_id = redis.call('XADD', events, 'MAXLEN', '~', argv[5], '*',
     'type', argv[10], 'topic', 'device/' .. device,
-    'data', '{"action":"' .. action .. '","by":' .. argv[6] .. ',"' .. argv[11] .. '":' .. after .. '}')
+    'data', '{"action":"' .. action .. '",' .. by .. ',"' .. argv[11] .. '":' .. after .. '}')
   return {'ok', after, event_id, ''}
 end

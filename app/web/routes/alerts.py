@@ -65,7 +65,7 @@ async def create() -> Response:
     if is_form:
         body = rule_form_fields(body, update=False)
         body.pop("version", None)
-    written = await services().alerts.create(parse_model(RuleCreate, body))
+    written = await services().alerts.create(parse_model(RuleCreate, body), current_identity().actor())
     return doc_response(written.doc, 201, f"/api/alerts/rules/{written.doc['id']}")
 
 
@@ -116,7 +116,7 @@ async def update(rule_id: str) -> Response:
         body = rule_form_fields(body, update=True)
     patch = parse_model(RuleUpdate, body)
     expected = expected_version(patch.version, request.headers.get("If-Match"))
-    written = await services().alerts.update(rule_id, patch, expected)
+    written = await services().alerts.update(rule_id, patch, expected, current_identity().actor())
     return doc_response(written.doc)
 
 
@@ -143,5 +143,5 @@ async def update(rule_id: str) -> Response:
 async def delete(rule_id: str) -> Response:
     await visible_document(services().alerts, rule_id, NOUN)
     author, expected = await delete_precondition()
-    written = await services().alerts.delete(rule_id, expected, author)
+    written = await services().alerts.delete(rule_id, expected, current_identity().actor(author))
     return doc_response(written.doc)

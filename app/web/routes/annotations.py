@@ -100,7 +100,8 @@ async def create() -> Response:
         body.pop("version", None)  # an empty editor posts its (empty) version field
     data = parse_model(AnnotationCreate, body)
     require_device_visible(data.device)
-    return await _written(await services().annotations.create(data), 201)
+    actor = current_identity().actor(data.author)  # the caller; a body author only counts with auth off
+    return await _written(await services().annotations.create(data, actor), 201)
 
 
 @route(
@@ -155,7 +156,9 @@ async def update(annotation_id: str) -> Response:
     patch = parse_model(AnnotationUpdate, body)
     expected = expected_version(patch.version, request.headers.get("If-Match"))
     try:
-        written = await services().annotations.update(annotation_id, patch, expected)
+        written = await services().annotations.update(
+            annotation_id, patch, expected, current_identity().actor(patch.author)
+        )
     except Conflict as exc:
         if is_htmx() and exc.code == "conflict":
             return await _conflict(body, exc.body["current"])
@@ -196,7 +199,7 @@ async def _conflict(mine: dict[str, Any], theirs: dict[str, Any]) -> Response:
 async def delete(annotation_id: str) -> Response:
     await visible_document(services().annotations, annotation_id, NOUN)
     author, expected = await delete_precondition()
-    written = await services().annotations.delete(annotation_id, expected, author)
+    written = await services().annotations.delete(annotation_id, expected, current_identity().actor(author))
     if is_htmx():
         return Response("", status=200, content_type="text/html; charset=utf-8")
     return doc_response(written.doc)

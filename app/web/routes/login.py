@@ -223,6 +223,7 @@ def _describe(identity: Identity) -> dict[str, object]:
     return {
         "role": identity.role,
         "name": identity.name,
+        "subject": identity.subject,
         "token_id": identity.token_id,
         "scope": list(identity.scope.patterns) if identity.scope else None,
         "devices": sorted(identity.devices) if identity.devices is not None else None,

@@ -15,7 +15,7 @@ import orjson
 from quart import Blueprint, Response, request
 
 from app.auth.access import READ
-from app.auth.guard import require_room
+from app.auth.guard import current_identity, require_room
 from app.errors import BadRequest, PayloadTooLarge
 from app.presence import ROOM_PATTERN, Heartbeat, Leave, parse_body, room_topic
 from app.services import services
@@ -58,7 +58,8 @@ async def heartbeat() -> Response:
     svc = services()
     beat = parse_body(Heartbeat, await presence_body())
     require_room(beat.room)
-    result = await svc.presence.heartbeat(beat)
+    # Who is present is the caller; the body's `user` only names someone while auth is off (self-declared).
+    result = await svc.presence.heartbeat(beat, current_identity().actor(beat.user))
     settings = svc.settings
     return json_response(
         {

@@ -7,7 +7,9 @@ tokens only within its own role, scope and devices (``access.mint_refusal``,
 could mint an admin token that outlives the switch. ``GET /api/tokens``
 lists them (never a plaintext); ``POST /api/tokens/<id>/revoke`` (or
 ``DELETE /api/tokens/<id>``) revokes one: its open streams end within
-``LIVEDASH_AUTH_RECHECK_INTERVAL`` seconds. ``GET /api/audit`` reads the
+``LIVEDASH_AUTH_RECHECK_INTERVAL`` seconds. ``POST /api/tokens/<id>`` with
+``{"name"}`` renames one: its display name is who its writes and presence
+show (its id, the stable subject, stays). ``GET /api/audit`` reads the
 security audit log, newest first; ``GET /api/audit?kind=refusals`` the
 refusal log (sampled per client address, each entry with its count; see
 ``app/auth/audit.py``).
@@ -22,9 +24,10 @@ from quart import Blueprint, Response, request
 from app.auth.access import ADMIN, mint_refusal
 from app.auth.audit import KINDS
 from app.auth.guard import current_identity, guard
-from app.auth.tokens import parse_create
+from app.auth.tokens import TokenCreate, TokenUpdate, parse_create
 from app.errors import BadRequest, Forbidden, NotFound
 from app.services import services
+from app.validation import parse_model
 from app.web.bodies import int_arg, json_or_form
 from app.web.responses import NO_STORE, json_response
 from app.web.routing import Param, also, route
@@ -112,6 +115,37 @@ async def revoke(token_id: str) -> Response:
         raise NotFound(f"no token {token_id[:20]!r}")
     await grd.audit.record("token-revoked", current_identity().who, token=record.id, name=record.name)
     return json_response({"revoked": record.id}, headers=NO_STORE)
+
+
+@route(
+    bp,
+    "POST",
+    "/api/tokens/<token_id>",
+    access=ADMIN,
+    summary="Rename a token (admin): its display name on writes and presence",
+    tag="auth",
+    description='Body `{"name": "Ana Lima"}` (JSON or form). The id, the stable subject, stays.',
+    params=(TOKEN_ID,),
+    errors=(400, 401, 403, 404, 415, 422),
+)
+async def rename(token_id: str) -> Response:
+    body, _ = await json_or_form()
+    name = parse_model(TokenUpdate, body).name
+    grd = guard()
+    record = await grd.tokens.get(token_id)
+    if record is None:
+        raise NotFound(f"no token {token_id[:20]!r}")
+    # Only a token this caller could have made: a scoped admin renames nobody outside its bounds.
+    refusal = mint_refusal(
+        current_identity(), TokenCreate(role=record.role, scope=record.scope, devices=record.devices)
+    )
+    if refusal is not None:
+        raise Forbidden(refusal[1], code=refusal[0])
+    renamed = await grd.tokens.rename(token_id, name)
+    if renamed is None:
+        raise NotFound(f"no token {token_id[:20]!r}")
+    await grd.audit.record("token-renamed", current_identity().who, token=record.id, name=name, was=record.name)
+    return json_response(renamed.public(), headers=NO_STORE)
 
 
 @route(
