@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
+from operator import itemgetter
 from typing import Any, cast
 
 import orjson
@@ -180,7 +181,7 @@ class SeriesStore:
             for sid, ts in zip(series_ids, newest_ts or [], strict=False)
             if ts is not None and int(ts) >= oldest
         }
-        batch = 2
+        batch = 1
         while todo:
             wanted = [(sid, chunk - k * raw.span) for sid, chunk in todo.items() for k in range(batch)]
             wanted = [(sid, chunk) for sid, chunk in wanted if chunk + raw.span > oldest]
@@ -285,14 +286,8 @@ class RangeResult:
 
 def _points(pts: list[tuple[int, float]]) -> list[list[float]]:
     """In ts order (arrival order within one ts), an identical point (a retried POST) once."""
-    pts.sort(key=lambda p: p[0])
-    seen: set[tuple[int, float]] = set()
-    out: list[list[float]] = []
-    for p in pts:
-        if p not in seen:
-            seen.add(p)
-            out.append([p[0], p[1]])
-    return out
+    pts.sort(key=itemgetter(0))
+    return [[ts, value] for ts, value in dict.fromkeys(pts)]
 
 
 def matches(tags: dict[str, str], wanted: TagFilter | None) -> bool:

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
-MARK = b'"seq"'
-SEQ_RE = re.compile(rb'"seq":\s*"(\d+)"')
+MARK = b'"#'  # each reading's unit is "#<seq>" (bench/peers.py)
+SEQ_RE = re.compile(rb'"#(\d+)"')
 SKIPPED_RE = re.compile(rb'"skipped":(\d+)')
 EVENT_END = b"\n\n"
 OPEN_ATTEMPTS = 5

@@ -40,6 +40,9 @@
 --     comes, then each reading is GETRANGE + SETRANGE of its 40-byte bucket
 --     (struct '<ddddI4I4': min, max, sum, last, count, ms from the bucket
 --     start to last's ts); an all-zero bucket (count 0) is a gap;
+--   * within a run, writes are gathered and made once per key or bucket at
+--     the end (one HSET per 500 series for the latest values, one APPEND
+--     per raw chunk, one GETRANGE + SETRANGE per bucket touched);
 --   * each chunk key expires (PXAT) at its end + the retention: trimming by
 --     time happens in Redis, with no ZREMRANGEBYSCORE per write and no
 --     sweeper, and untouched series are trimmed too;
@@ -147,20 +150,42 @@ local function check_limits(from, to)
   return nil
 end
 
+-- Writes are gathered during the run and made once per key (or bucket) at the
+-- end: a batch's readings mostly share series, chunks and buckets, so this
+-- turns per-reading commands into per-series ones. Nothing else reads these
+-- keys inside the run, and a refused batch adds nothing to them.
+local latest_value, latest_ts, latest_order = {}, {}, {}
+local raw_parts, raw_chunk, raw_order = {}, {}, {}
+local buckets, bucket_order = {}, {} -- key .. '@' .. offset -> {key, offset, low, high, sum, last, count, last_offset}
+local chunk_keys = {} -- field -> {chunk start -> key name}, per tier (and raw as tier 0)
+
+local function chunk_key(t, base, field, chunk)
+  local by_field = chunk_keys[t]
+  if not by_field then by_field = {}; chunk_keys[t] = by_field end
+  local by_chunk = by_field[field]
+  if not by_chunk then by_chunk = {}; by_field[field] = by_chunk end
+  local key = by_chunk[chunk]
+  if not key then
+    key = base .. field .. ':' .. int(chunk)
+    by_chunk[chunk] = key
+  end
+  return key
+end
+
 -- the reading's point in every tier that keeps its ts; false when none does
 local function keep_history(field, ts, value)
   local kept = false
   if ts >= now - raw_keep then
     local chunk = ts - ts % raw_span
-    local key = raw_base .. field .. ':' .. int(chunk)
-    if redis.call('APPEND', key, struct.pack('<I4d', ts - chunk, value)) == 12 then
-      redis.call('PEXPIREAT', key, chunk + raw_span + raw_keep)
-      local previous = raw_base .. field .. ':' .. int(chunk - raw_span)
-      local packed = redis.call('GET', previous)
-      if packed then redis.call('SET', previous, packed, 'KEEPTTL') end
-      local legacy = prefix .. 'history:' .. field
-      if redis.call('PTTL', legacy) == -1 then redis.call('PEXPIRE', legacy, raw_keep) end
+    local key = chunk_key(0, raw_base, field, chunk)
+    local parts = raw_parts[key]
+    if not parts then
+      parts = {}
+      raw_parts[key] = parts
+      raw_chunk[key] = {field, chunk}
+      raw_order[#raw_order + 1] = key
     end
+    parts[#parts + 1] = struct.pack('<I4d', ts - chunk, value)
     kept = true
   end
   for t = 1, #tiers do
@@ -169,28 +194,68 @@ local function keep_history(field, ts, value)
       local step = tier.step
       local bucket = ts - ts % step
       local chunk = ts - ts % tier.span
-      local key = tier.base .. field .. ':' .. int(chunk)
+      local key = chunk_key(t, tier.base, field, chunk)
       local offset = (bucket - chunk) / step * 40
-      local record = redis.call('GETRANGE', key, offset, offset + 39)
-      local low, high, sum, last, count, last_offset = 0, 0, 0, 0, 0, 0
-      if record == '' then
-        redis.call('SET', key, string.rep('\0', tier.bytes), 'PXAT', chunk + tier.span + tier.keep)
-      else
-        low, high, sum, last, count, last_offset = struct.unpack('<ddddI4I4', record)
+      local id = key .. '@' .. offset
+      local b = buckets[id]
+      if not b then
+        local record = redis.call('GETRANGE', key, offset, offset + 39)
+        b = {key, offset, 0, 0, 0, 0, 0, 0}
+        if record == '' then
+          redis.call('SET', key, string.rep('\0', tier.bytes), 'PXAT', chunk + tier.span + tier.keep)
+        else
+          b[3], b[4], b[5], b[6], b[7], b[8] = struct.unpack('<ddddI4I4', record)
+        end
+        buckets[id] = b
+        bucket_order[#bucket_order + 1] = id
       end
-      if count == 0 then
-        record = struct.pack('<ddddI4I4', value, value, value, value, 1, ts - bucket)
+      local offset_in = ts - bucket
+      if b[7] == 0 then
+        b[3], b[4], b[5], b[6], b[7], b[8] = value, value, value, value, 1, offset_in
       else
-        if value < low then low = value end
-        if value > high then high = value end
-        if ts - bucket >= last_offset then last, last_offset = value, ts - bucket end
-        record = struct.pack('<ddddI4I4', low, high, sum + value, last, count + 1, last_offset)
+        if value < b[3] then b[3] = value end
+        if value > b[4] then b[4] = value end
+        b[5] = b[5] + value
+        b[7] = b[7] + 1
+        if offset_in >= b[8] then b[6], b[8] = value, offset_in end
       end
-      redis.call('SETRANGE', key, offset, record)
       kept = true
     end
   end
   return kept
+end
+
+local function flush()
+  -- latest values: one HSET per up to 500 series
+  for from = 1, #latest_order, 500 do
+    local values, tss = {}, {}
+    for n = from, math.min(from + 499, #latest_order) do
+      local field = latest_order[n]
+      values[#values + 1] = field
+      values[#values + 1] = latest_value[field]
+      tss[#tss + 1] = field
+      tss[#tss + 1] = latest_ts[field]
+    end
+    redis.call('HSET', KEYS[1], unpack(values))
+    redis.call('HSET', KEYS[2], unpack(tss))
+  end
+  for _, key in ipairs(raw_order) do
+    local packed = table.concat(raw_parts[key])
+    if redis.call('APPEND', key, packed) == #packed then
+      -- a new chunk: it expires with its retention; its predecessor is done growing
+      local field, chunk = raw_chunk[key][1], raw_chunk[key][2]
+      redis.call('PEXPIREAT', key, chunk + raw_span + raw_keep)
+      local previous = raw_base .. field .. ':' .. int(chunk - raw_span)
+      local old = redis.call('GET', previous)
+      if old then redis.call('SET', previous, old, 'KEEPTTL') end
+      local legacy = prefix .. 'history:' .. field
+      if redis.call('PTTL', legacy) == -1 then redis.call('PEXPIRE', legacy, raw_keep) end
+    end
+  end
+  for _, id in ipairs(bucket_order) do
+    local b = buckets[id]
+    redis.call('SETRANGE', b[1], b[2], struct.pack('<ddddI4I4', b[3], b[4], b[5], b[6], b[7], b[8]))
+  end
 end
 
 local results = {}
@@ -213,8 +278,8 @@ for b = 1, nbatches do
       local current = current_ts(field)
       local is_latest = (current == false) or ts >= current
       if is_latest then
-        redis.call('HSET', KEYS[1], field, ARGV[base + 2])
-        redis.call('HSET', KEYS[2], field, ts_text)
+        if latest_value[field] == nil then latest_order[#latest_order + 1] = field end
+        latest_value[field], latest_ts[field] = ARGV[base + 2], ts_text
         known[field] = ts
       end
       local kept = keep_history(field, ts, tonumber(raw_value))
@@ -227,6 +292,7 @@ for b = 1, nbatches do
     end
   end
 end
+flush()
 
 if #stored > 0 and redis.call('HLEN', KEYS[5]) > 0 then
   table.sort(stored, function(x, y)
