@@ -37,7 +37,16 @@ from urllib.parse import quote
 from quart import Quart, Response, g, request
 from redis.asyncio import Redis
 
-from app.auth.access import ANONYMOUS, Identity, ScopedTopics, allowed_roles, csrf_exempt, rate_exempt
+from app.auth.access import (
+    ADMIN,
+    ANNOTATE,
+    ANONYMOUS,
+    Identity,
+    ScopedTopics,
+    allowed_roles,
+    csrf_exempt,
+    rate_exempt,
+)
 from app.auth.audit import AuditLog
 from app.auth.ratelimit import Counted, WriteRateLimit
 from app.auth.sessions import COOKIE_NAME, SessionRecord, SessionStore
@@ -361,6 +370,16 @@ def require_device_visible(device: str) -> None:
         raise Forbidden(f"this credential may not see device {device!r}", code="out_of_scope")
 
 
+# What a page offers each role (the routes' access rules refuse the rest anyway).
+OFFERS = {"annotate": ANNOTATE, "rules": ADMIN}
+
+
+def may(action: str) -> bool:
+    """For templates: does the caller's role allow ``action`` ("annotate", "rules")? Controls it may not use are
+    not offered."""
+    return current_identity().role in OFFERS[action]
+
+
 def csrf_token() -> str:
     """For templates: the session's CSRF token ("" for Bearer callers and with auth off)."""
     return current_identity().csrf or ""
@@ -388,3 +407,4 @@ def init_app(app: Quart, settings: Settings) -> None:
     app.after_request(audit_write)
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.jinja_env.globals["current_identity"] = current_identity
+    app.jinja_env.globals["may"] = may

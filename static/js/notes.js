@@ -4,7 +4,12 @@
 // Editors are server-rendered htmx forms that post the version they were
 // based on. Someone else's save arrives as an event: an untouched editor is
 // refreshed from the server; one you are typing in is left alone, so your
-// save meets the conflict view instead of silently overwriting theirs.
+// save meets the conflict view instead of silently overwriting theirs. A note
+// deleted by someone else while you edit it stays on your screen, your text
+// with it, and says so.
+//
+// Every refused or failed write says why, in place: the server's own words
+// (the htmx error fragment, or a JSON error) after what its status means.
 import { api } from "./api.js";
 import { emit, on } from "./bus.js";
 import { el } from "./dom.js";
@@ -53,7 +58,9 @@ function onAnnotation(ev) {
   if (!doc || !list) return;
   const li = document.getElementById("note--" + doc.id);
   if (action === "deleted" || doc.deleted) {
-    if (li) li.remove();
+    const editor = document.getElementById("annotation-editor--" + doc.id);
+    if (li && editor && editorBusy(editor)) keepDeleted(li, editor, ev.data.by);
+    else if (li) li.remove();
     emit("notes-changed", null);
     return;
   }
@@ -72,6 +79,17 @@ function onAnnotation(ev) {
     note.textContent = ` · changed by ${ev.data.by || doc.author || "someone"} (v${doc.version}) while you edit`;
   }
   emit("notes-changed", null);
+}
+
+// Someone deleted the note you are editing: keep it, and your text, with a notice.
+function keepDeleted(li, editor, by) {
+  li.classList.add("note-deleted");
+  li.dataset.deleted = "1";
+  const form = editor.querySelector("form") || editor;
+  const p = editor.querySelector(".note-gone") || form.insertBefore(
+    el("p", { class: "note-gone", role: "alert" }), form.firstChild);
+  p.textContent = `${by || "Someone"} deleted this note while you were editing it. Your text is kept here: ` +
+    "copy it, or add it as a new note.";
 }
 
 // --- alert rules -----------------------------------------------------------------------
@@ -138,8 +156,18 @@ async function deleteRule(button) {
   const li = button.closest(".rule");
   const form = button.closest("form");
   const body = new URLSearchParams({ version: form.querySelector("input[name=version]").value });
-  const r = await api(`/api/alerts/rules/${encodeURIComponent(li.dataset.id)}/delete`, { method: "POST", body: body });
+  let r;
+  try {
+    r = await api(`/api/alerts/rules/${encodeURIComponent(li.dataset.id)}/delete`, { method: "POST", body: body });
+  } catch (err) {
+    showError(form, { status: 0, responseText: "", getResponseHeader: () => null });
+    return;
+  }
   if (r.status === 409) ruleConflict(form, (await r.json()).current);
+  else if (!r.ok) {
+    const text = await r.text();
+    showError(form, { status: r.status, responseText: text, getResponseHeader: (h) => r.headers.get(h) });
+  }
 }
 
 // Why the server refused a write: {detail, current}. A JSON error carries
@@ -156,10 +184,48 @@ function refusal(xhr) {
   return { detail: p ? p.textContent.trim() : "", current: null };
 }
 
-function showError(form, xhr) {
+// What a failed write's status means, said before the server's own detail.
+const WHY = {
+  0: "Network error: the server could not be reached. Nothing was saved; try again.",
+  400: "The request was malformed",
+  401: "Your session has ended: log in again",
+  403: "Not allowed",
+  404: "It no longer exists",
+  409: "Someone else saved first",
+  410: "Someone else deleted it",
+  413: "Too large",
+  415: "Unsupported format",
+  422: "Some fields are not valid",
+  429: "Too many writes",
+  503: "The server is busy",
+};
+
+function explain(xhr) {
+  const status = xhr.status || 0;
+  if (status === 0) return WHY[0];
   const { detail } = refusal(xhr);
-  const p = form.querySelector(".form-error") || form.appendChild(el("p", { class: "form-error", role: "alert" }));
-  p.textContent = detail ? `Not saved: ${detail}` : `Not saved (${xhr.status}).`;
+  let text = WHY[status] || (status >= 500 ? "The server failed" : "Refused");
+  if (status === 410) text += ": your text is kept here, copy it or add it as a new note";
+  if (status === 429) {
+    const retry = xhr.getResponseHeader && xhr.getResponseHeader("Retry-After");
+    if (retry) text += ` (retry in ${retry} s)`;
+  }
+  return `Not saved (${status}): ${text}${detail ? ` — ${detail}` : "."}`;
+}
+
+// Shown in place: in the form (or the note editor) whose write failed, replacing any earlier message.
+function showError(holder, xhr) {
+  const p = holder.querySelector(":scope > .form-error") ||
+    holder.appendChild(el("p", { class: "form-error", role: "alert" }));
+  p.dataset.status = String(xhr.status || 0);
+  p.textContent = explain(xhr);
+}
+
+// The form an htmx element belongs to, for its messages: a note editor's delete button is outside its form.
+function errorHolder(elt) {
+  const editor = elt.closest && elt.closest(".annotation-editor");
+  if (editor) return editor.querySelector("form") || editor;
+  return elt.closest ? elt.closest("form") : null;
 }
 
 // A 409 from a rule editor. The htmx error fragment does not carry the stored
@@ -187,7 +253,8 @@ function wire() {
   // New notes are signed with the name in the header; the editor has its own field.
   document.body.addEventListener("htmx:configRequest", (e) => {
     const form = e.detail.elt;
-    if (!form.matches || !me()) return;
+    // Only while auth is off (the header offers a name field then): otherwise the server knows who you are.
+    if (!form.matches || !me() || !document.getElementById("me")) return;
     if (form.matches("form.note-create")) e.detail.parameters.author = me();
     // An edit with the author left blank is signed by whoever made it (else the form would clear it).
     // htmx 2 hands the parameters over as a FormData proxy that reads and writes like an object.
@@ -203,9 +270,24 @@ function wire() {
       e.detail.isError = false;
     }
   });
+  // No answer at all (the network, or the server is down): say so where the write was made.
+  document.body.addEventListener("htmx:sendError", (e) => {
+    const holder = errorHolder(e.detail.elt);
+    if (holder) showError(holder, { status: 0, responseText: "" });
+  });
   document.body.addEventListener("htmx:afterRequest", (e) => {
     const form = e.detail.elt, xhr = e.detail.xhr;
     if (!form.matches || !xhr) return;
+    if (form.closest(".annotation-editor")) {
+      // 409 swaps in the conflict view; a success swaps in the saved editor; anything else is said here,
+      // and the form (with your text) stays as it is.
+      if (!e.detail.successful && xhr.status !== 409 && xhr.status !== 0) showError(errorHolder(form), xhr);
+      return;
+    }
+    if (form.matches("form.logout")) {
+      if (!e.detail.successful && xhr.status !== 0) showError(form, xhr);
+      return;
+    }
     if (form.matches("form.note-create, form.rule-create")) {
       if (e.detail.successful) { form.reset(); form.querySelector(".form-error")?.remove(); }
       else showError(form, xhr);

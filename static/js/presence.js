@@ -31,7 +31,7 @@ async function beat() {
   state = currentState();
   const body = { room: room, session: session, state: state };
   // Only read with auth off (a self-declared name); otherwise the server names us from our session.
-  if (me()) body.user = me();
+  if (document.getElementById("me") && me()) body.user = me();
   let next = intervalMs;
   try {
     const r = await api("/api/presence", {
