@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from .buffering_proxy import BufferingProxy
 from .servers import AppServer
 from .waiting import wait_until
 
@@ -184,6 +185,62 @@ def test_a_silent_stream_trips_the_watchdog(browser: Any, start_server: Callable
     post(server, {"device": "tank", "metric": "level", "value": 2})
     expect(page.locator("#tile--tank--level .value strong")).to_have_text("2")
     context.close()
+
+
+def test_a_buffering_proxy_means_polling_in_seconds_and_sse_once_it_is_gone(
+    browser: Any, start_server: Callable[..., AppServer]
+) -> None:
+    """Behind a proxy that buffers whole responses the stream never says `ready`: the page polls
+    within seconds (not after the 2-keep-alive watchdog), probes SSE in the background, and is back
+    on it within ~10 s of the proxy passing streams through; every reading exactly once."""
+    # The production keep-alive (15 s): only the missing `ready` can make the switch this quick.
+    server = start_server(LIVEDASH_KEEPALIVE_INTERVAL="15")
+    post(server, {"device": "line-9", "metric": "count", "value": 0})
+    proxy = BufferingProxy(server.port).start()
+    context = browser.new_context()
+    total = 80
+    sent = threading.Event()
+
+    def produce() -> None:
+        with httpx.Client(timeout=5) as client:
+            for n in range(1, total + 1):
+                r = client.post(server.url + "/api/metrics", json={"device": "line-9", "metric": "count", "value": n})
+                assert r.status_code == 202
+                time.sleep(0.1)  # pacing the producer, not waiting for the page
+        sent.set()
+
+    try:
+        opened = time.monotonic()
+        page = open_page(context, proxy.url + "/")
+        badge = page.locator("#status")
+        expect(badge).to_have_text("Polling", timeout=8_000)
+        fell_back = time.monotonic() - opened
+        assert proxy.held_back >= 1
+        producer = threading.Thread(target=produce)
+        producer.start()
+        try:
+            wait_until(lambda: len(received(page, "line-9/count")) >= 10, 10, what="polled readings")
+            proxy.buffering = False
+            passing = time.monotonic()
+            expect(badge).to_have_text("Live", timeout=15_000)
+            came_back = time.monotonic() - passing
+        finally:
+            producer.join(30)
+        assert sent.is_set()
+        for n in range(total + 1, total + 6):
+            post(server, {"device": "line-9", "metric": "count", "value": n})
+        total += 5
+        expect(page.locator("#tile--line-9--count .value strong")).to_have_text(str(total))
+        values = received(page, "line-9/count")
+        assert values == list(range(1, total + 1)), values
+        transports = page.evaluate("[...new Set(window.livedash.debug.events.map((e) => e.via))]")
+        assert "poll" in transports and "sse" in transports
+        print(f"buffering proxy: polling after {fell_back:.1f}s; back on SSE {came_back:.1f}s after it passed streams")
+        assert fell_back < 8, fell_back
+        assert came_back < 12, came_back
+    finally:
+        context.close()
+        proxy.stop()
 
 
 def test_two_people_see_each_other_and_a_closed_tab_leaves(

@@ -21,6 +21,12 @@ const LABELS = {
   polling: "Polling", stale: "Live · data stale", offline: "Offline",
 };
 const DEBUG_MAX = 5000;
+// A stream opens with `ready` at once. None within this long: something (a
+// proxy that buffers whole responses) holds it back, so poll instead.
+const READY_TIMEOUT_MS = 3000;
+// While polling, try SSE again this often (jittered), each try given
+// READY_TIMEOUT_MS to say `ready`: back on SSE within ~10 s of it working.
+const PROBE_EVERY_MS = 3000;
 
 export class Connection {
   constructor(opts) {
@@ -161,11 +167,19 @@ export class Connection {
       watchdog = this.later(() => { if (this.es === es) this.streamFailed(es, probe, heard, "silent"); },
         2 * this.keepaliveMs + 1000);
     };
+    // No `ready` (nor anything else) soon after opening: the stream is held back.
+    const readyTimer = this.later(() => {
+      if (this.es === es && !heard) {
+        this.cancel(watchdog);
+        this.streamFailed(es, probe, false, "silent");
+      }
+    }, READY_TIMEOUT_MS);
     const hear = () => {
       if (this.es !== es) return false;
       arm();
       if (!heard) {
         heard = true;
+        this.cancel(readyTimer);
         this.failures = 0;
         if (probe || this.mode !== "sse") this.upgrade();
         this.setState("live");
@@ -201,11 +215,13 @@ export class Connection {
       // The server is going away on purpose: come straight back, jittered.
       this.closeStream();
       this.cancel(watchdog);
+      this.cancel(readyTimer);
       this.setState("reconnecting");
       this.later(() => this.openStream(this.mode === "poll"), 250 + Math.random() * 1000);
     });
     es.onerror = () => {
       this.cancel(watchdog);
+      this.cancel(readyTimer);
       if (this.es === es) this.streamFailed(es, probe, heard, "error");
     };
   }
@@ -226,7 +242,10 @@ export class Connection {
   streamFailed(es, probe, heard, why) {
     this.closeStream();
     if (probe && this.mode === "poll") {
-      this.later(() => this.openStream(true), this.backoff(++this.probes));
+      // Held back (a buffering proxy): try again soon, it costs one short request.
+      // Refused or failing (at capacity, down): back off.
+      const wait = why === "silent" ? PROBE_EVERY_MS * (1 + Math.random()) : this.backoff(++this.probes);
+      this.later(() => this.openStream(true), wait);
       return;
     }
     if (heard && why === "error") {
@@ -250,7 +269,8 @@ export class Connection {
     this.debug.transport = "poll";
     this.setState("polling");
     this.pollLoop();
-    if (retrySse) this.later(() => this.openStream(true), this.backoff(this.probes = 0));
+    this.probes = 0;
+    if (retrySse) this.later(() => this.openStream(true), PROBE_EVERY_MS * (1 + Math.random()));
   }
 
   async fetchEvents(wait, signal) {
