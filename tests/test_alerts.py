@@ -224,3 +224,39 @@ async def test_two_processes_ingesting_one_series_emit_each_transition_once(
         assert found == [("firing", 85), ("resolved", 74), ("firing", 90), ("resolved", 60)]
         state = (await http.get(servers[1].url + "/api/alerts/state")).json()["states"]
         assert [s["state"] for s in state.values()] == ["ok"]
+
+
+# --- evaluation on rule writes ----------------------------------------------------------
+
+
+async def test_rule_writes_evaluate_against_the_latest_value(client: QuartClient) -> None:
+    await feed(client, [90])
+    cursor = await head(client)
+    rule = await make_rule(client, threshold=50)
+    assert (await state_of(client, rule["id"]))["state"] == "firing"
+    url = f"/api/alerts/rules/{rule['id']}"
+    assert (await client.post(url, json={"threshold": 95})).status_code == 200
+    assert (await state_of(client, rule["id"]))["state"] == "ok"
+    assert (await client.post(url, json={"op": "below", "threshold": 95})).status_code == 200
+    assert (await client.post(url, json={"enabled": False})).status_code == 200
+    assert (await client.post(url, json={"enabled": True})).status_code == 200
+    assert (await client.post(url, json={"name": "renamed"})).status_code == 200  # no change, no event
+    body = await (await client.get(f"/api/events?since={cursor}")).get_json()
+    alerts = [
+        (e["data"]["state"], e["data"]["reason"], e["data"]["value"]) for e in body["events"] if e["type"] == "alert"
+    ]
+    assert alerts == [
+        ("firing", "rule_changed", 90),
+        ("resolved", "rule_changed", 90),
+        ("firing", "rule_changed", 90),
+        ("resolved", "disabled", None),
+        ("firing", "rule_changed", 90),
+    ]
+    # The alert event follows the rule's own event of the same write.
+    types = [e["type"] for e in body["events"]]
+    assert types[:2] == ["alert_rule", "alert"]
+
+
+async def test_a_rule_on_a_series_without_readings_stays_ok(client: QuartClient) -> None:
+    rule = await make_rule(client, threshold=50, metric="rpm")
+    assert (await state_of(client, rule["id"]))["state"] == "ok"

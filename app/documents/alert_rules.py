@@ -1,10 +1,14 @@
-"""Alert rules and their evaluation on ingest.
+"""Alert rules and their evaluation on ingest, on rule writes and by the no-data sweeper.
 
 A rule is a threshold on one series: ``above`` or ``below`` a value, with an
 optional hysteresis (how far back the value must come before the alert
 resolves) and minimum duration (how long, in reading time, the value must
-stay past the threshold before it fires). Rules are versioned documents with
-the same write rules as annotations (``versioned.py``, ``rule_write.lua``).
+stay past the threshold before it fires); or (``kind: no_data``) "no reading
+for ``no_data_seconds``" on one series, or on a whole device when ``metric``
+is left out. A rule names the notification channels (``app/alerts/``) its
+transitions are delivered to. Rules are versioned documents with the same
+write rules as annotations (``versioned.py``, ``rule_write.lua``); the write
+evaluates the rule against the series' latest value in the same script run.
 
 Evaluation (``scripts/alert_eval.lua``) runs inside the ingest script, right
 after a batch is stored (``series.py``): the readings, the state of each rule
@@ -22,15 +26,33 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 from redis.asyncio import Redis
 
 from app.documents.versioned import NOBODY, Actor, VersionedScript, Written, new_id
+from app.errors import Unprocessable
 from app.events.event import ZERO_ID
 from app.settings import Settings
+from app.storage import lua as scripts
 from app.storage.keyspace import Keys, series_id
 from app.validation import Slug
 
-FIELDS = ("name", "device", "metric", "tags", "series", "op", "threshold", "hysteresis", "min_duration_ms", "enabled")
-IMMUTABLE = ("device", "metric", "tags")  # a different series is a different rule
+FIELDS = (
+    "name",
+    "kind",
+    "device",
+    "metric",
+    "tags",
+    "series",
+    "op",
+    "threshold",
+    "hysteresis",
+    "min_duration_ms",
+    "no_data_seconds",
+    "channels",
+    "enabled",
+)
+IMMUTABLE = ("device", "metric", "tags", "kind")  # a different series (or kind) is a different rule
 CLEARABLE = frozenset({"name"})
 MAX_MIN_DURATION_MS = 7 * 24 * 3600 * 1000
+MAX_NO_DATA_SECONDS = 7 * 24 * 3600
+MAX_CHANNELS = 16
 
 
 def _not_bool(value: Any) -> Any:
@@ -44,6 +66,10 @@ NonNegative = Annotated[float, BeforeValidator(_not_bool), Field(ge=0, allow_inf
 Duration = Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=MAX_MIN_DURATION_MS)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Op = Literal["above", "below"]
+Kind = Literal["threshold", "no_data"]
+NoDataSeconds = Annotated[int, Field(ge=1, le=MAX_NO_DATA_SECONDS), BeforeValidator(_not_bool)]
+ChannelId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Channels = Annotated[list[ChannelId], Field(max_length=MAX_CHANNELS)]
 Tags = Annotated[dict[Slug, Annotated[str, StringConstraints(max_length=128)]], Field(max_length=16)]
 
 
@@ -56,17 +82,33 @@ class RuleCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: Name | None = None
+    kind: Kind = "threshold"
     device: Slug
-    metric: Slug
+    # Required for a threshold rule; a no-data rule without one watches the whole device.
+    metric: Slug | None = None
     # The series is device + metric + these tags (all of them, as the readings carry them).
     tags: Tags = Field(default_factory=dict)
-    op: Op
-    threshold: Number
+    op: Op | None = Field(None, description="Required for a threshold rule.")
+    threshold: Number | None = Field(None, description="Required for a threshold rule.")
     hysteresis: NonNegative = 0.0
     min_duration_ms: Duration = 0
+    no_data_seconds: NoDataSeconds | None = Field(None, description="Required for a no_data rule.")
+    channels: Channels = Field(default_factory=list, description="Notification channel ids.")
     enabled: bool = True
 
     _tags = field_validator("tags")(_sorted_tags)
+
+    def missing(self) -> list[dict[str, str]]:
+        """What this kind of rule needs and lacks, as 422 details."""
+        if self.kind == "no_data":
+            errors = []
+            if self.no_data_seconds is None:
+                errors.append({"field": "no_data_seconds", "error": "required for a no_data rule"})
+            if self.metric is None and self.tags:
+                errors.append({"field": "tags", "error": "a device-wide rule (no metric) cannot have tags"})
+            return errors
+        need = ["metric", "op", "threshold"]
+        return [{"field": f, "error": "required for a threshold rule"} for f in need if getattr(self, f) is None]
 
 
 class RuleUpdate(BaseModel):
@@ -82,12 +124,27 @@ class RuleUpdate(BaseModel):
     threshold: Number | None = None
     hysteresis: NonNegative | None = None
     min_duration_ms: Duration | None = None
+    no_data_seconds: NoDataSeconds | None = None
+    channels: Channels | None = None
+    kind: Kind | None = None  # may be sent but must not change
     enabled: bool | None = None
     version: int | None = Field(None, ge=1)
 
     _tags = field_validator("tags")(_sorted_tags)
 
-    @field_validator("device", "metric", "tags", "op", "threshold", "hysteresis", "min_duration_ms", "enabled")
+    @field_validator(
+        "device",
+        "metric",
+        "tags",
+        "op",
+        "threshold",
+        "hysteresis",
+        "min_duration_ms",
+        "no_data_seconds",
+        "channels",
+        "kind",
+        "enabled",
+    )
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         # Defaults are not validated, so this only sees an explicit null.
@@ -100,6 +157,9 @@ def rule_form_fields(form: dict[str, str | None], *, update: bool) -> dict[str, 
     """Forms post strings; an empty field is absent, except ``name`` which an update clears."""
     out: dict[str, Any] = {}
     for key, value in form.items():
+        if key == "channels":  # a comma list; empty clears them
+            out[key] = [c.strip() for c in (value or "").split(",") if c.strip()]
+            continue
         if value is None or value.strip() == "":
             if update and key in CLEARABLE:
                 out[key] = None
@@ -124,6 +184,8 @@ class AlertStore:
             tombstone_ttl_ms=int(settings.tombstone_ttl * 1000),
             revisions_max=settings.revisions_max,
         )
+        # The write evaluates the rule in the same run: alert_eval.lua's functions come before rule_write.lua.
+        self.script.script = scripts.load(redis, "versioned", "alert_eval", "rule_write")
 
     def _keys(self, rule_id: str) -> list[str]:
         return [
@@ -133,14 +195,20 @@ class AlertStore:
             self.keys.alert_rules,
             self.keys.alert_rules_by_series,
             self.keys.alert_state,
+            self.keys.latest,
+            self.keys.latest_ts,
         ]
 
     # --- rules ------------------------------------------------------------------
 
     async def create(self, data: RuleCreate, actor: Actor = NOBODY) -> Written:
+        missing = data.missing()
+        if missing:
+            raise Unprocessable(missing)
         rule_id = new_id()
         sets = data.model_dump(exclude_none=True)
-        sets["series"] = series_id(data.device, data.metric, data.tags)  # what alert_eval.lua looks rules up by
+        # What alert_eval.lua looks rules up by: the series, or '<device>/*' for a device-wide rule.
+        sets["series"] = f"{data.device}/*" if data.metric is None else series_id(data.device, data.metric, data.tags)
         return await self.script.write("create", rule_id, self._keys(rule_id), sets=sets, actor=actor)
 
     async def update(self, rule_id: str, patch: RuleUpdate, expected: int | None, actor: Actor = NOBODY) -> Written:
@@ -190,7 +258,9 @@ class AlertStore:
             rule = orjson.loads(doc)
             rule["state"] = _state(states.get(rule_id))
             out.append(rule)
-        out.sort(key=lambda r: (r["device"], r["metric"], sorted((r.get("tags") or {}).items()), r["created"], r["id"]))
+        out.sort(
+            key=lambda r: (r["device"], r["metric"] or "", sorted((r.get("tags") or {}).items()), r["created"], r["id"])
+        )
         return out, _cursor(newest)
 
     # --- evaluation -------------------------------------------------------------
