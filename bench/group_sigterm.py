@@ -74,14 +74,6 @@ async def wait_ready(port: int) -> None:
     raise SystemExit("server not ready")
 
 
-async def streams_open(port: int) -> str:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    text = (await reader.read()).decode(errors="replace")
-    writer.close()
-    return " ".join(line for line in text.splitlines() if line.startswith("livedash_streams_open"))
-
-
 async def open_stream(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /api/stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
@@ -132,7 +124,6 @@ async def main() -> None:
                 batch = [open_stream(port) for _ in range(min(100, args.streams - i))]
                 streams += await asyncio.wait_for(asyncio.gather(*batch), DEADLINE)
             print(f"{len(streams)} streams open in {time.monotonic() - opened:.2f}s (each saw ready)")
-            print("streams the workers count:", await streams_open(port))
             started = time.monotonic()
             os.killpg(proc.pid, signal.SIGTERM)
             byes = await asyncio.wait_for(asyncio.gather(*(until_bye(r, started) for r, _ in streams)), DEADLINE)

@@ -46,6 +46,7 @@ from typing import Any
 from unittest import mock
 
 from hypercorn.config import Config
+from hypercorn.utils import write_pid_file
 from pydantic import ValidationError
 
 from app.ops.telemetry import prepare_multiproc_dir
@@ -94,6 +95,8 @@ def _worker_func(worker_class: str) -> Callable[..., None]:
 def run_master(config: Config) -> int:
     """Run ``config.workers`` (at least one) hypercorn workers until stopped; the exit status."""
     worker = _worker_func(config.worker_class)
+    if config.pid_path is not None:
+        write_pid_file(config.pid_path)
     ctx = get_context("spawn")
     sockets = config.create_sockets()
     shutdown_event = ctx.Event()
