@@ -110,3 +110,18 @@ def test_readme_line_protocol_example(start_server: Callable[..., AppServer]) ->
     assert response.status_code == 204, response.text
     latest = httpx.get(server.url + "/api/metrics/latest", params={"device": "a"}).json()["series"]
     assert [(s["metric"], s["value"]) for s in latest] == [("cpu.usage_idle", 97.0)]
+
+
+def test_a_malformed_setting_is_one_line_and_status_2(tmp_path: Path) -> None:
+    for command in (["run", "--no-demo", "--data-dir", str(tmp_path)], ["serve"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "app.cli", *command],
+            cwd=ROOT,
+            env=cli_env(PORT="eighty", LIVEDASH_AUTH="off"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 2, (command, done.stderr)
+        assert done.stderr.strip().count("\n") == 0 and "PORT" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr

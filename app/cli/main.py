@@ -13,10 +13,11 @@ import os
 import sys
 
 from hypercorn.config import Config
+from pydantic import ValidationError
 
 from app.cli.clients import add_client_commands
 from app.cli.first_start import add_token_commands, prepare_run
-from app.cli.serve import add_serve_command, run_master, serve
+from app.cli.serve import EXIT_CONFIG, add_serve_command, run_master, serve, settings_problem
 from app.ops.telemetry import prepare_multiproc_dir
 from app.settings import Settings
 from app.storage.embedded import EmbeddedServer
@@ -116,7 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     add_token_commands(sub)
     add_client_commands(sub)
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ValidationError as exc:
+        # A malformed variable (PORT=abc): one line, not a traceback.
+        print(f"livedash: {settings_problem(exc)}", file=sys.stderr, flush=True)
+        return EXIT_CONFIG
 
 
 if __name__ == "__main__":

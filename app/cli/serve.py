@@ -66,12 +66,17 @@ class ConfigError(Exception):
     """A setting that would stop every worker: said in one line, exit status 2."""
 
 
+def settings_problem(exc: ValidationError) -> str:
+    """pydantic's complaint about the environment, as one line."""
+    problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+    return f"invalid settings: {problems}"
+
+
 def check_settings() -> Settings:
     try:
         settings = Settings()
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid settings: {problems}") from None
+        raise ConfigError(settings_problem(exc)) from None
     if settings.auth_on and not settings.secret_key:
         raise ConfigError(
             "SECRET_KEY is not set; it is required while authentication is on "
