@@ -140,3 +140,22 @@ async def test_series_limits_refuse_the_whole_batch(
         latest = (await (await client.get("/api/metrics/latest")).get_json())["series"]
         assert len(latest) == 5 and all(s["device"] in ("a", "b") for s in latest)
         assert sync_client.hgetall(f"{key_prefix}series-per-device") == {b"a": b"3", b"b": b"2"}
+
+
+async def test_dashboard_has_a_tile_per_tagged_series(client: QuartClient) -> None:
+    batch = [
+        {"device": "d", "metric": "m", "value": 1.0 + core, "ts": TS + i, "tags": {"core": str(core)}}
+        for i in range(3)
+        for core in (0, 1)
+    ]
+    batch.append({"device": "d", "metric": "m", "value": 9.0, "ts": TS})  # the untagged series keeps its old tile
+    assert (await client.post("/api/metrics", json=batch)).status_code == 202
+    page = await (await client.get("/")).get_data(as_text=True)
+    assert 'id="tile--d--m"' in page and 'data-series="d/m"' in page
+    for core in (0, 1):
+        assert f'id="tile--d--m--core_3d{core}"' in page and f'data-series="d/m{{core={core}}}"' in page
+        assert f'<span class="tag">core={core}</span>' in page
+        assert f'id="value--d--m--core_3d{core}"' in page
+    # Each tile's sparkline holds its own series' points only.
+    for value in (1.0, 2.0):
+        assert page.count(f"[[{TS}, {value}], [{TS + 1}, {value}], [{TS + 2}, {value}]]") == 1

@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 from jinja2 import BaseLoader, Environment, TemplateNotFound, select_autoescape
 
 from app.events.event import Event
 from app.events.sse import frame
+from app.storage.keyspace import series_id
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,22 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9-]")
 def dom_id(*parts: str) -> str:
     """A DOM id from slugs, bijective (``.`` -> ``_2e``), safe in a CSS selector."""
     return "--".join(_UNSAFE.sub(lambda m: f"_{ord(m.group()):02x}", p) for p in parts)
+
+
+def tag_text(tags: dict[str, str] | None) -> str:
+    """A series' tags as people read them: ``cpu=cpu0,host=web-01`` (sorted by key)."""
+    return ",".join(f"{k}={v}" for k, v in sorted((tags or {}).items()))
+
+
+def tile_id(r: dict[str, Any]) -> str:
+    """The DOM id part of a series' tile: device and metric, then its tags if it has any (static/js/tiles.js too)."""
+    text = tag_text(r.get("tags"))
+    return dom_id(r["device"], r["metric"], text) if text else dom_id(r["device"], r["metric"])
+
+
+def series_key(r: dict[str, Any]) -> str:
+    """A reading's (or rule's) canonical series id."""
+    return series_id(r["device"], r["metric"], r.get("tags"))
 
 
 def fmt_time(ts_ms: int) -> str:
@@ -41,6 +59,9 @@ def install_filters(env: Environment) -> None:
     env.filters["dom_id"] = lambda parts: dom_id(*parts)
     env.filters["fmt_time"] = fmt_time
     env.filters["fmt_value"] = fmt_value
+    env.filters["tag_text"] = tag_text
+    env.filters["tile_id"] = tile_id
+    env.filters["series_key"] = series_key
 
 
 class HtmlFragments:

@@ -13,9 +13,18 @@ const pending = new Map();   // series -> {latest, points[]}
 let flushTimer = null;
 const ruleLabels = new Map(); // rule id -> "above 80" (or its name)
 
-function tileOf(sid) {
-  const [device, metric] = sid.split("/");
-  return document.getElementById("tile--" + domId(device, metric));
+// A series is device + metric + tags; its tile's DOM id part matches _tile.html (fragments.tile_id).
+export function tagText(tags) {
+  return Object.keys(tags || {}).sort().map((k) => `${k}=${tags[k]}`).join(",");
+}
+
+function tileDomId(r) {
+  const tags = tagText(r.tags);
+  return tags ? domId(r.device, r.metric, tags) : domId(r.device, r.metric);
+}
+
+function tileOf(r) {
+  return document.getElementById("tile--" + tileDomId(r));
 }
 
 function drawSpark(svg) {
@@ -54,13 +63,17 @@ function refreshAges() {
 
 // A tile for a series this page has not drawn yet (same markup as _tile.html).
 function buildTile(r) {
-  const sid = domId(r.device, r.metric);
-  const tile = el("article", { class: "tile", id: "tile--" + sid, "data-series": `${r.device}/${r.metric}` });
+  const sid = tileDomId(r);
+  const tile = el("article", { class: "tile", id: "tile--" + sid, "data-series": r.series || `${r.device}/${r.metric}` });
   const h3 = tile.appendChild(el("h3"));
   const a = h3.appendChild(el("a", { href: `/series/${encodeURIComponent(r.device)}/${encodeURIComponent(r.metric)}` }));
   a.appendChild(el("span", { class: "device" }, r.device));
   a.append(" ");
   a.appendChild(el("span", { class: "metric" }, r.metric));
+  if (tagText(r.tags)) {
+    const tags = tile.appendChild(el("p", { class: "tags" }));
+    for (const k of Object.keys(r.tags).sort()) tags.append(el("span", { class: "tag" }, `${k}=${r.tags[k]}`), " ");
+  }
   tile.appendChild(el("p", { class: "alert-pill", "data-alert": "none", "data-rules": "" }, "No alert rule"));
   const value = tile.appendChild(el("p", { class: "value", id: "value--" + sid }));
   value.appendChild(el("strong"));
@@ -87,7 +100,7 @@ function setValue(tile, r) {
   let p = tile.querySelector(".value");
   if (!p) {
     tile.querySelector(".empty")?.remove();
-    p = el("p", { class: "value", id: "value--" + domId(r.device, r.metric) });
+    p = el("p", { class: "value", id: "value--" + tileDomId(r) });
     p.append(el("strong"), " ", el("span", { class: "unit" }), el("time"));
     tile.querySelector(".alert-pill").after(p);
   }
@@ -107,7 +120,7 @@ function setValue(tile, r) {
 function flush() {
   flushTimer = null;
   for (const [sid, item] of pending) {
-    let tile = tileOf(sid);
+    let tile = tileOf(item.ref);
     if (!tile && document.getElementById("tiles") && item.latest) tile = buildTile(item.latest);
     if (!tile) continue;
     if (item.latest) setValue(tile, item.latest);
@@ -124,9 +137,9 @@ function flush() {
 
 function onMetric(ev) {
   const r = ev.data;
-  const sid = `${r.device}/${r.metric}`;
+  const sid = r.series || `${r.device}/${r.metric}`;
   let item = pending.get(sid);
-  if (!item) { item = { latest: null, points: [] }; pending.set(sid, item); }
+  if (!item) { item = { ref: r, latest: null, points: [] }; pending.set(sid, item); }
   item.points.push([r.ts, r.value]);
   if (r.latest !== false && (!item.latest || item.latest.ts <= r.ts)) item.latest = r;
   if (!flushTimer) flushTimer = setTimeout(flush, FRAME_MS);
@@ -152,7 +165,7 @@ function label(rule) {
 }
 
 function pillFor(rule) {
-  const tile = tileOf(`${rule.device}/${rule.metric}`);
+  const tile = tileOf(rule);
   return tile && tile.querySelector(".alert-pill");
 }
 

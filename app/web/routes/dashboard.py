@@ -9,6 +9,7 @@ from quart import Blueprint, render_template
 from app.auth.access import READ
 from app.auth.guard import current_identity
 from app.services import services
+from app.storage.keyspace import series_id
 from app.web.routes.document_views import live_document
 from app.web.routes.page_context import firing, page_settings, rules_by_series
 from app.web.routing import ANN_ID, RULE_ID, route
@@ -24,7 +25,7 @@ async def _tiles_context() -> dict[str, Any]:
     cursor = await svc.log.head()  # first: every snapshot below is at least this new
     series, _ = await svc.series.latest()
     series = [r for r in series if current_identity().sees_device(r["device"])]  # a scoped token's tiles only
-    ids = [f"{r['device']}/{r['metric']}" for r in series]
+    ids = [series_id(r["device"], r["metric"], r.get("tags")) for r in series]  # tags are part of a series
     history, _ = await svc.series.history(ids, SPARK_POINTS)
     rules, _ = await svc.alerts.rules()
     return {

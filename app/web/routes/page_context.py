@@ -15,7 +15,7 @@ from app.services import Services
 def rules_by_series(rules: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for rule in rules:
-        out.setdefault(f"{rule['device']}/{rule['metric']}", []).append(rule)
+        out.setdefault(rule.get("series") or f"{rule['device']}/{rule['metric']}", []).append(rule)
     return out
 
 
