@@ -1,0 +1,69 @@
+"""The series page's time range in Chromium: picker, URL, zoom and back, min-max rows, live tail, range notes."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from .servers import AppServer
+from .test_browser import browser, open_page, post, pytestmark, sync_api
+
+__all__ = ["browser", "pytestmark"]  # the fixture and the Chromium/Playwright skip marks of test_browser.py
+
+expect = sync_api.expect
+MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
+
+
+def test_range_picker_zoom_back_and_live_tail(browser: Any, start_server: Callable[..., AppServer]) -> None:
+    server = start_server()
+    now = int(time.time() * 1000)
+    post(server, [{"device": "d", "metric": "m", "value": i % 10, "ts": now - i * MINUTE} for i in range(1, 121)])
+    for ts, text in [(now - 30 * MINUTE, "bearing replaced"), (now - 3 * DAY, "long ago")]:
+        r = httpx.post(server.url + "/api/annotations", json={"device": "d", "ts": ts, "text": text}, timeout=5)
+        assert r.status_code == 201
+
+    context = browser.new_context()
+    page = open_page(context, server.url + "/series/d/m?from=-1h")
+    chart = page.locator("#chart")
+    # The URL's range: the last hour, raw points, with that hour's note as a marker.
+    expect(chart).to_have_attribute("data-step", "0")
+    expect(chart).to_have_attribute("data-count", re.compile(r"^(59|60)$"))  # the oldest may fall out as time moves
+    expect(chart).to_have_attribute("data-markers", "1")
+    expect(page.locator("button[data-range='1h']")).to_have_attribute("aria-pressed", "true")
+
+    # The picker: 24 h is past the raw retention, so rollup rows (a min-max band and the mean); the URL follows.
+    page.locator("button[data-range='24h']").click()
+    expect(chart).to_have_attribute("data-step", "3600000")
+    assert "from=-24h" in page.url
+    expect(page.locator("#range-status")).to_contain_text("1-hour buckets")
+
+    # Back to the hour (the browser's history), then a posted reading extends the chart.
+    page.locator("button[data-range-back]").click()
+    expect(chart).to_have_attribute("data-step", "0")
+    assert page.url.endswith("?from=-1h")
+    expect(page.locator("#status")).to_have_text("Live")
+    before = int(chart.get_attribute("data-count") or 0)
+    post(server, {"device": "d", "metric": "m", "value": 42.0})
+    expect(chart).to_have_attribute("data-count", str(before + 1))
+
+    # Drag across the middle of the chart: that stretch becomes the range, in the URL.
+    box = page.locator("#chart .u-over").bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.25, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.5, y, steps=5)
+    page.mouse.up()
+    page.wait_for_url("**/series/d/m?from=*&to=*")
+    expect(chart).to_have_attribute("data-range", re.compile(r"^\?from=\d+&to=\d+$"))
+    expect(chart).to_have_attribute("data-step", "0")
+    count = int(chart.get_attribute("data-count") or 0)
+    assert 5 <= count <= 30, count
+    # A shared URL opens the same range.
+    other = open_page(browser.new_context(), page.url)
+    expect(other.locator("#chart")).to_have_attribute("data-count", str(count))
+    context.close()
