@@ -18,6 +18,7 @@ from typing import Any
 
 from quart import Quart
 
+from app.alerts.service import Alerting
 from app.auth.guard import Guard
 from app.auth.revocation import run_rechecks
 from app.documents.alert_rules import AlertStore
@@ -75,6 +76,7 @@ async def open_services(app: Quart, settings: Settings) -> Services:
         series=SeriesStore.from_settings(redis, keys, settings),
         annotations=AnnotationStore(redis, keys, settings),
         alerts=AlertStore(redis, keys, settings),
+        alerting=Alerting(redis, keys, settings),
         presence=PresenceStore(
             redis, keys, int((settings.presence_ttl + settings.presence_grace) * 1000), settings.event_log_maxlen
         ),
@@ -83,6 +85,7 @@ async def open_services(app: Quart, settings: Settings) -> Services:
         encoders={"json": json_frame, "html": HtmlFragments(app.jinja_loader).frame},
     )
     try:
+        await svc.alerting.configure()
         await events_reader.start()
     except BaseException:
         await reader.aclose()
@@ -103,6 +106,8 @@ def start_background_tasks(svc: Services) -> None:
     spawn("sampler", telemetry.run_sampler(svc.sampler))
     # Every process sweeps presence expiry; the leave script makes each leave happen once.
     spawn("presence-sweeper", run_sweeper(svc.presence, settings.presence_sweep_interval, svc.stopping))
+    # Every process sweeps no-data deadlines and delivers notifications; Lua and the consumer group decide who.
+    svc.alerting.start(spawn, svc.stopping)
     if settings.auth_on:
         spawn(
             "auth-recheck",

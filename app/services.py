@@ -23,6 +23,7 @@ from quart import Quart, current_app
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from app.alerts.service import Alerting
     from app.auth.guard import Guard
     from app.documents.alert_rules import AlertStore
     from app.documents.annotations import AnnotationStore
@@ -51,6 +52,7 @@ class Services:
     series: SeriesStore
     annotations: AnnotationStore
     alerts: AlertStore
+    alerting: Alerting  # no-data sweeper, notification channels and deliveries (app/alerts/)
     presence: PresenceStore
     guard: Guard
     sampler: BrokerSampler

@@ -9,6 +9,7 @@ conventions; everything else carries the ``LIVEDASH_`` prefix. The table in
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
@@ -121,6 +122,27 @@ class Settings(BaseSettings):
     tombstone_ttl: float = Field(7 * 24 * 3600 * SECONDS, gt=0)
     revisions_max: int = Field(100, ge=1, le=10_000)
 
+    # --- alerts (app/alerts/, docs/alerts.md) ----------------------------------
+    # Links in notifications start with this (e.g. https://dash.example.com); empty: a path only.
+    public_url: str = Field("", max_length=500)
+    # Every process checks no-data deadlines this often; each firing happens once.
+    alert_sweep_interval: float = Field(1 * SECONDS, gt=0)
+    alert_history_maxlen: int = Field(10_000, ge=100)
+    # Webhook deliveries: per-attempt timeout, attempts per transition and channel,
+    # exponential backoff (base, cap; each wait is 50-100 % of it), and how long a
+    # delivery may sit unacknowledged before another process takes it over (its
+    # process died). The claim idle must exceed timeout + the backoff cap.
+    webhook_timeout: float = Field(5 * SECONDS, gt=0, le=60)
+    webhook_attempts: int = Field(5, ge=1, le=20)
+    webhook_backoff: float = Field(1 * SECONDS, gt=0)
+    webhook_backoff_max: float = Field(60 * SECONDS, gt=0)
+    webhook_claim_idle: float = Field(90 * SECONDS, gt=0)
+    webhook_concurrency: int = Field(16, ge=1, le=1_000)
+    webhook_log_size: int = Field(50, ge=1, le=1_000)
+    # Networks a channel URL may point into although refused by default (loopback,
+    # link-local, metadata, ...): a comma list of CIDRs, e.g. 127.0.0.0/8.
+    webhook_allow_networks: str = Field("", max_length=2_000)
+
     # --- operations and integrations (app/ops/logs.py, app/ops/telemetry.py, ...) ------
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -183,6 +205,25 @@ class Settings(BaseSettings):
         if self.session_reauth_before >= self.session_ttl:
             raise ValueError("LIVEDASH_SESSION_REAUTH_BEFORE must be shorter than LIVEDASH_SESSION_TTL")
         return self
+
+    @model_validator(mode="after")
+    def _claim_outlasts_an_attempt(self) -> Settings:
+        # A delivery waiting out its backoff must not look abandoned to other processes.
+        if self.webhook_claim_idle <= self.webhook_timeout + min(self.webhook_backoff_max, self.webhook_claim_idle / 2):
+            raise ValueError("LIVEDASH_WEBHOOK_CLAIM_IDLE must exceed LIVEDASH_WEBHOOK_TIMEOUT plus a backoff wait")
+        return self
+
+    @field_validator("webhook_allow_networks")
+    @classmethod
+    def _networks_parse(cls, value: str) -> str:
+        for part in (p.strip() for p in value.split(",") if p.strip()):
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"LIVEDASH_WEBHOOK_ALLOW_NETWORKS: {part!r} is not a network (e.g. 127.0.0.0/8)"
+                ) from None
+        return value
 
     @field_validator("rollup_tiers")
     @classmethod

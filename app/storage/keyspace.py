@@ -95,6 +95,51 @@ class Keys:
     def alert_state(self) -> str:
         return f"{self.prefix}alerts:state"
 
+    # Alerting (app/alerts/, app/storage/lua/alert_eval.lua, which names the
+    # same keys from the state hash's name): the transition history, the
+    # delivery outbox (a stream read by a consumer group), silences and
+    # acknowledgements by rule, no-data deadlines (zset) and last arrivals,
+    # config the scripts read, channels, each channel's delivery log, and the
+    # attempts made on each outbox entry.
+    @property
+    def alert_history(self) -> str:
+        return f"{self.prefix}alerts:history"
+
+    @property
+    def alert_outbox(self) -> str:
+        return f"{self.prefix}alerts:outbox"
+
+    @property
+    def alert_silences(self) -> str:
+        return f"{self.prefix}alerts:silences"
+
+    @property
+    def alert_acks(self) -> str:
+        return f"{self.prefix}alerts:acks"
+
+    @property
+    def alert_nodata_due(self) -> str:
+        return f"{self.prefix}alerts:nodata-due"
+
+    @property
+    def alert_nodata_seen(self) -> str:
+        return f"{self.prefix}alerts:nodata-seen"
+
+    @property
+    def alert_config(self) -> str:
+        return f"{self.prefix}alerts:config"
+
+    @property
+    def alert_channels(self) -> str:
+        return f"{self.prefix}alerts:channels"
+
+    def alert_delivery_log(self, channel_id: str) -> str:
+        return f"{self.prefix}alerts:delivery-log:{channel_id}"
+
+    @property
+    def alert_attempts(self) -> str:
+        return f"{self.prefix}alerts:attempts"
+
     # Security (app/auth/tokens.py, app/auth/sessions.py, app/auth/ratelimit.py, app/auth/audit.py):
     # a token's record under the sha256 of its plaintext (never the plaintext),
     # an index of token ids -> that hash for listing and revoking, one hash per
