@@ -184,6 +184,29 @@ class Settings(BaseSettings):
     auth_failure_window: float = Field(60 * SECONDS, gt=0)
     audit_refusals_maxlen: int = Field(1_000, ge=10)
 
+    # --- JWTs from an external issuer (app/auth/issuer.py, docs/auth.md) --------------------
+    # Accepted as Bearer tokens (and exchanged for a browser session) when a secret or a JWKS URL is set.
+    # A preset fills the claim names (and, for Directus, the issuer); any setting below overrides it.
+    jwt_preset: Literal["generic", "oidc", "directus"] = "generic"
+    jwt_secret: str | None = Field(None, min_length=16)  # HS256 (Directus: its SECRET)
+    jwt_jwks_url: str | None = Field(None, max_length=2_000)  # RS256 / ES256 keys, by kid
+    jwt_algorithms: str | None = Field(None, max_length=200)  # comma list; default: what the keys allow
+    jwt_issuer: str | None = Field(None, max_length=500)
+    jwt_audience: str | None = Field(None, max_length=500)
+    jwt_leeway: float = Field(30 * SECONDS, ge=0, le=600)
+    jwt_claim_subject: str | None = Field(None, max_length=100)
+    jwt_claim_name: str | None = Field(None, max_length=300)  # comma list: the first present is the name
+    jwt_claim_role: str | None = Field(None, max_length=100)  # dotted path: realm_access.roles
+    jwt_claim_scope: str | None = Field(None, max_length=100)
+    jwt_claim_admin: str | None = Field(None, max_length=100)  # a boolean claim that means admin (Directus)
+    # Claim value -> livedash role, e.g. "livedash-admin=admin,ops=editor"; a role named as itself always maps.
+    jwt_role_map: str = Field("", max_length=4_000)
+    # The role of a JWT whose claims map to none; empty: such a JWT is refused (401 no_role).
+    jwt_default_role: Literal["", "viewer", "editor", "admin", "device"] = ""
+    jwks_cache_ttl: float = Field(3600 * SECONDS, gt=0)
+    # An unknown kid re-reads the JWKS at most this often (per process).
+    jwks_refresh_interval: float = Field(30 * SECONDS, ge=0)
+
     @model_validator(mode="after")
     def _presence_outlives_heartbeat(self) -> Settings:
         # A TTL at or under the heartbeat interval would make every tab flap.

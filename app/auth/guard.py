@@ -31,6 +31,7 @@ import hmac
 import logging
 import math
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
@@ -48,6 +49,7 @@ from app.auth.access import (
     rate_exempt,
 )
 from app.auth.audit import AuditLog
+from app.auth.issuer import JwtRefused, JwtVerifier, identity_from_session, looks_like_jwt
 from app.auth.ratelimit import Counted, WriteRateLimit
 from app.auth.sessions import COOKIE_NAME, SessionRecord, SessionStore
 from app.auth.tokens import Role, TokenRecord, TokenStore, bootstrap_fingerprint, hash_token
@@ -83,6 +85,8 @@ class Guard:
             redis, keys, settings.audit_maxlen, settings.audit_refusals_maxlen, settings.auth_failure_window
         )
         self._bootstrap = hash_token(settings.admin_token) if settings.admin_token else None
+        # JWTs from an external issuer (LIVEDASH_JWT_SECRET / LIVEDASH_JWT_JWKS_URL); None: opaque tokens only.
+        self.jwt = JwtVerifier(settings) if JwtVerifier.configured(settings) else None
         self._scraper = hash_token(settings.metrics_token) if settings.metrics_token else None
 
     def is_bootstrap(self, token: str) -> bool:
@@ -132,8 +136,11 @@ class Guard:
         )
 
     async def from_token(self, token: str) -> Identity | None:
+        """The identity of a Bearer token: None when unknown; ``JwtRefused`` for a JWT that is not accepted."""
         if self.is_bootstrap(token):
             return self.bootstrap_identity()
+        if self.jwt is not None and looks_like_jwt(token):
+            return await self.jwt.identify(token)
         digest = hash_token(token)
         record = await self.tokens.by_hash(digest)
         return None if record is None else self.identity_of(record, digest)
@@ -143,6 +150,12 @@ class Guard:
         if self.is_bootstrap(token):
             identity = self.bootstrap_identity()
             return identity, await self.rate.count(identity.token_hash)
+        if self.jwt is not None and looks_like_jwt(token):
+            try:
+                identity = await self.jwt.identify(token)
+            except JwtRefused:
+                return None, (0, 0)  # not settled here: check_request answers with the reason
+            return identity, await self.rate.count(identity.token_hash)
         digest = hash_token(token)
         raw, counted = await self.rate.lookup_and_count(self.tokens.keys.token(digest), digest)
         record = self.tokens.record_from(raw)
@@ -151,6 +164,13 @@ class Guard:
     async def from_session(self, session: SessionRecord) -> Identity | None:
         if self.is_bootstrap_hash(session.token_hash):
             return self.bootstrap_identity(session)
+        if session.identity is not None:
+            # Opened with a JWT: the identity it stood for, until the session or the JWT's exp ends.
+            found = identity_from_session(session.identity)
+            if found is None or self.jwt is None:  # past exp, or JWTs are no longer accepted here
+                return None
+            ends = [t for t in (found.expires_at, session.expires_at) if t is not None]
+            return replace(found, expires_at=min(ends), session_id=session.id, csrf=session.csrf)
         # Any other hash must name a stored token. A rotated admin token's fingerprint (or a session
         # recorded as "bootstrap" before fingerprints) names none: that session is over.
         record = await self.tokens.by_hash(session.token_hash)
@@ -184,7 +204,18 @@ class Guard:
             # "Token" too: what Telegraf's InfluxDB output sends to /api/write.
             if scheme.lower() not in ("bearer", "token") or not token.strip():
                 raise Unauthorized("use 'Authorization: Bearer <token>'", code="bad_credentials", headers=CHALLENGE)
-            identity = self.scraper_identity(token.strip()) or await self.from_token(token.strip())
+            try:
+                identity = self.scraper_identity(token.strip()) or await self.from_token(token.strip())
+            except JwtRefused as exc:
+                raise Unauthorized(
+                    f"JWT refused ({exc.reason}): {exc.detail}",
+                    code="bad_credentials",
+                    headers={
+                        "WWW-Authenticate": f'Bearer realm="livedash", error="invalid_token", '
+                        f'error_description="{exc.reason}"'
+                    },
+                    body={"reason": exc.reason},
+                ) from None
             if identity is None:
                 raise Unauthorized("unknown, revoked or expired token", code="bad_credentials", headers=CHALLENGE)
             return identity

@@ -14,6 +14,9 @@ carry them: their topic filter is a ``ScopedTopics`` holding the identity.
   gone once the token was rotated or unset.
 - a browser session logged out or past its end: the same, reason
   ``signed-out``.
+- a JWT from an external issuer past its ``exp`` (Bearer, or the session it
+  was exchanged for): ``bye {"reason": "expired"}``. Nothing in Redis says
+  a JWT is live: its ``exp`` is checked here, by the clock.
 - a session ending within ``LIVEDASH_SESSION_REAUTH_BEFORE``: its streams get
   one ``reauth {"expires_at", "renew"}`` event, so the page can
   ``POST /api/session/renew`` over plain HTTP; the renewed end is read from
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 # Between the `bye` frame and closing, so the stream gets to write it.
 CLOSE_DELAY = 0.5
 RENEW_PATH = "/api/session/renew"
+JWT_LIVE = "(jwt)"  # groups sessions opened with a JWT: no token record to ask Redis about
 
 
 def end_subscriptions(subs: list[Subscription], reason: str) -> None:
@@ -60,18 +64,29 @@ def end_subscriptions(subs: list[Subscription], reason: str) -> None:
 async def recheck_once(tokens: TokenStore, sessions: SessionStore, hub: Hub, reauth_before: float) -> int:
     """One pass over this process's open streams; returns how many were ended."""
     groups: dict[tuple[str, str | None], list[Subscription]] = defaultdict(list)
+    now = time.time() * 1000
+    ended = 0
+    expired: list[Subscription] = []
     for sub in tuple(hub.subscriptions):
         topics = sub.topics
         if isinstance(topics, ScopedTopics) and not sub.closed:
             identity = topics.identity
-            if identity.token_hash:
+            if identity.kind == "jwt":
+                # Its end is its exp (already the earlier of exp and its session's end at open); a session
+                # opened with it is still checked below (logout, renewal), its token never.
+                if identity.expires_at is not None and identity.expires_at <= now:
+                    expired.append(sub)
+                elif identity.session_id is not None:
+                    groups[(JWT_LIVE, identity.session_id)].append(sub)
+            elif identity.token_hash:
                 groups[(identity.token_hash, identity.session_id)].append(sub)
+    if expired:
+        end_subscriptions(expired, "expired")
+        ended += len(expired)
     if not groups:
-        return 0
-    live_tokens = await tokens.live_hashes(sorted({h for h, _ in groups}))
+        return ended
+    live_tokens = {JWT_LIVE} | await tokens.live_hashes(sorted({h for h, _ in groups} - {JWT_LIVE}))
     session_ends = await sessions.expiries(sorted({s for _, s in groups if s is not None}))
-    now = time.time() * 1000
-    ended = 0
     for (token_hash, session_id), subs in groups.items():
         if token_hash not in live_tokens:
             end_subscriptions(subs, "revoked")

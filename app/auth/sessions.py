@@ -31,6 +31,9 @@ class SessionRecord:
     token_hash: str
     csrf: str
     expires_at: int  # Unix ms
+    # A session opened with a JWT (token_hash "jwt:..."): the identity it stood for, as JSON
+    # (app/auth/issuer.py); there is no token record to look it up by.
+    identity: str | None = None
 
 
 def _text(value: bytes | str) -> str:
@@ -55,13 +58,13 @@ class SessionStore:
             return None
         return value if isinstance(value, str) and len(value) < 100 else None
 
-    async def open(self, token_hash: str, not_after: int | None) -> SessionRecord:
-        """A new session for a token; it never outlives the token itself."""
+    async def open(self, token_hash: str, not_after: int | None, identity: str | None = None) -> SessionRecord:
+        """A new session for a token; it never outlives the token itself (a JWT: its ``exp``)."""
         expires_at = int(time.time() * 1000) + self.ttl_ms
         if not_after is not None:
             expires_at = min(expires_at, not_after)
         record = SessionRecord(
-            secrets.token_urlsafe(SESSION_ID_BYTES), token_hash, secrets.token_urlsafe(24), expires_at
+            secrets.token_urlsafe(SESSION_ID_BYTES), token_hash, secrets.token_urlsafe(24), expires_at, identity
         )
         await self._store(record)
         return record
@@ -69,7 +72,14 @@ class SessionStore:
     async def _store(self, record: SessionRecord) -> None:
         key = self.keys.session(record.id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"token": record.token_hash, "csrf": record.csrf, "expires_at": record.expires_at})
+            mapping: dict[str, str | int] = {
+                "token": record.token_hash,
+                "csrf": record.csrf,
+                "expires_at": record.expires_at,
+            }
+            if record.identity is not None:
+                mapping["identity"] = record.identity
+            pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
             pipe.pexpireat(key, record.expires_at)
             await pipe.execute()
 
@@ -77,7 +87,9 @@ class SessionStore:
         raw = {_text(k): _text(v) for k, v in (await self.redis.hgetall(self.keys.session(session_id))).items()}
         if "token" not in raw or "csrf" not in raw:
             return None
-        record = SessionRecord(session_id, raw["token"], raw["csrf"], int(raw.get("expires_at", "0")))
+        record = SessionRecord(
+            session_id, raw["token"], raw["csrf"], int(raw.get("expires_at", "0")), raw.get("identity")
+        )
         if record.expires_at <= time.time() * 1000:
             return None
         return record
@@ -97,7 +109,7 @@ class SessionStore:
         expires_at = int(time.time() * 1000) + self.ttl_ms
         if not_after is not None:
             expires_at = min(expires_at, not_after)
-        renewed = SessionRecord(record.id, record.token_hash, record.csrf, expires_at)
+        renewed = SessionRecord(record.id, record.token_hash, record.csrf, expires_at, record.identity)
         await self._store(renewed)
         return renewed
 

@@ -19,6 +19,7 @@ from quart import Blueprint, Response, g, render_template, request
 
 from app.auth.access import ANY, PUBLIC, Identity
 from app.auth.guard import CSRF_HEADER, current_identity, guard, safe_next, see_other
+from app.auth.issuer import JwtRefused, identity_from_session, looks_like_jwt, session_identity
 from app.auth.sessions import COOKIE_NAME, SessionRecord
 from app.auth.tokens import looks_like_token
 from app.errors import BadRequest, Forbidden, TooManyRequests, Unauthorized
@@ -62,7 +63,11 @@ async def _login_form(error: str | None, next_path: str, status: int) -> Respons
 
 async def _exchange(token: str, next_path: str) -> Response:
     grd = guard()
-    identity = await grd.from_token(token) if looks_like_token(token) else None
+    refused = "That token is unknown, revoked or expired."
+    try:
+        identity = await grd.from_token(token) if looks_like_token(token) or looks_like_jwt(token) else None
+    except JwtRefused as exc:  # a JWT from the configured issuer, not accepted: say why
+        identity, refused = None, f"That JWT was refused ({exc.reason}): {exc.detail}."
     if identity is None:
         try:
             await grd.refuse("login-failed", "(unknown token)", source=request.remote_addr, failure=True)
@@ -72,8 +77,10 @@ async def _exchange(token: str, next_path: str) -> Response:
             response = await _login_form(message, next_path, 429)
             response.headers.update(exc.headers)
             return response
-        return await _login_form("That token is unknown, revoked or expired.", next_path, 401)
-    session = await grd.sessions.open(identity.token_hash, identity.expires_at)
+        return await _login_form(refused, next_path, 401)
+    # A JWT has no record in Redis: its session keeps the identity it stood for, and ends at its exp.
+    stored = session_identity(identity) if identity.kind == "jwt" else None
+    session = await grd.sessions.open(identity.token_hash, identity.expires_at, stored)
     await grd.audit.record("login", identity.who, session=session.id[:8], remote=request.remote_addr)
     response = see_other(safe_next(next_path))
     response.headers.update(NO_STORE)
@@ -261,7 +268,12 @@ async def renew() -> Response:
     if session is None:  # ended between the check and now
         raise BadRequest("the session has ended; log in again", code="no_session")
     token_end = None
-    if not grd.is_bootstrap_hash(session.token_hash):
+    if session.identity is not None:  # opened with a JWT: never renewed past its exp
+        jwt_identity = identity_from_session(session.identity)
+        if jwt_identity is None:
+            raise Unauthorized("the JWT this session was opened with has expired; log in again", code="bad_credentials")
+        token_end = jwt_identity.expires_at
+    elif not grd.is_bootstrap_hash(session.token_hash):
         record = await grd.tokens.by_hash(session.token_hash)
         if record is None:  # revoked or expired between the check and now: never renew past the token
             raise Unauthorized("the token this session was opened with is gone; log in again", code="bad_credentials")
