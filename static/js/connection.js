@@ -204,7 +204,7 @@ export class Connection {
     es.addEventListener("bye", (e) => {
       if (this.es !== es) return;
       const reason = (() => { try { return JSON.parse(e.data).reason; } catch (_) { return ""; } })();
-      if (reason === "revoked" || reason === "signed-out") {
+      if (reason === "revoked" || reason === "signed-out" || reason === "expired") {
         // Our credential is gone: reconnecting would only get 401. Sign in again.
         this.closeStream();
         this.cancel(watchdog);
