@@ -223,6 +223,7 @@ async def test_retained_messages_are_not_news_and_the_lease_is_released(
         server = start_server(**env)
         await connected_and_caught_up(2.0)
         resumed = time.monotonic() - started
+        print(f"MQTT ingestion resumed {resumed:.1f}s after the next process was started")
         # Reconnected: the same retained messages came again and stored nothing; the dead sensor stays dead.
         assert history() == {"rpm": [900.0], "mark": [1.0, 2.0]}
         assert resumed < 8, resumed
