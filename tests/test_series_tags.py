@@ -119,12 +119,13 @@ async def test_series_limits_refuse_the_whole_batch(
             return {"device": device, "metric": "m", "value": 1.0, "ts": TS, "tags": {"request": str(req)}}
 
         # Four series on one device: refused whole, nothing written (not even the first three).
+        before = stored_keys(sync_client, key_prefix)  # what the app wrote at start
         response = await client.post("/api/metrics", json=[reading("a", i) for i in range(4)])
         assert response.status_code == 422
         body = await response.get_json()
         assert body["error"] == "series_limit" and body["limit"] == "LIVEDASH_MAX_SERIES_PER_DEVICE"
         assert body["device"] == "a" and body["max"] == 3 and "LIVEDASH_MAX_SERIES_PER_DEVICE" in body["detail"]
-        assert stored_keys(sync_client, key_prefix) == []
+        assert stored_keys(sync_client, key_prefix) == before
 
         assert (await client.post("/api/metrics", json=[reading("a", i) for i in range(3)])).status_code == 202
         # Old series take more readings; a fourth one does not fit.
@@ -159,3 +160,22 @@ async def test_dashboard_has_a_tile_per_tagged_series(client: QuartClient) -> No
     # Each tile's sparkline holds its own series' points only.
     for value in (1.0, 2.0):
         assert page.count(f"[[{TS}, {value}], [{TS + 1}, {value}], [{TS + 2}, {value}]]") == 1
+
+
+async def test_series_page_of_a_tagged_series(client: QuartClient) -> None:
+    batch = [
+        {"device": "d", "metric": "m", "value": 1.0 + core, "ts": TS + i, "tags": {"core": str(core)}}
+        for i in range(2)
+        for core in (0, 1)
+    ]
+    batch.append({"device": "d", "metric": "m", "value": 9.0, "ts": TS})
+    assert (await client.post("/api/metrics", json=batch)).status_code == 202
+    dashboard = await (await client.get("/")).get_data(as_text=True)
+    assert 'href="/series/d/m?tag=core%3A1"' in dashboard and 'href="/series/d/m"' in dashboard
+
+    page = await (await client.get("/series/d/m", query_string={"tag": "core:1"})).get_data(as_text=True)
+    assert 'data-series="d/m{core=1}"' in page and '<span class="tag">core=1</span>' in page
+    assert 'id="value--d--m--core_3d1"' in page and 'data-value="2.0"' in page
+    assert f"[[{TS}, 2.0], [{TS + 1}, 2.0]]" in page  # its own history only
+    page = await (await client.get("/series/d/m")).get_data(as_text=True)
+    assert 'data-series="d/m"' in page and 'data-value="9.0"' in page and f"[[{TS}, 9.0]]" in page

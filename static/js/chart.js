@@ -13,7 +13,7 @@
 import { api } from "./api.js";
 import { on } from "./bus.js";
 import { fmtValue } from "./format.js";
-import { addPoint } from "./tiles.js";
+import { addPoint, tagText } from "./tiles.js";
 
 const MAX_POINTS = 2000;
 
@@ -77,7 +77,10 @@ export function init() {
   let points;
   try { points = JSON.parse(box.dataset.points || "[]"); } catch (e) { points = []; }
   const unit = box.dataset.unit || "";
-  const [device, metric] = box.dataset.series.split("/");
+  const device = box.dataset.device, metric = box.dataset.metric;
+  let tags = {};
+  try { tags = JSON.parse(box.dataset.tags || "{}"); } catch (e) { tags = {}; }
+  const tagKey = tagText(tags);
   const picker = document.getElementById("range-picker");
   const status = document.getElementById("range-status");
   let rows = null;        // rollup rows [ts, min, max, mean, count, last] when aggregated, else null
@@ -168,11 +171,13 @@ export function init() {
       return;
     }
     const q = new URLSearchParams({ device, metric, from: range.from, to: range.to, points: String(Math.max(100, Math.round(box.clientWidth || 600))) });
+    for (const k of Object.keys(tags)) q.append("tag", `${k}:${tags[k]}`);
     showStatus("loading…");
     const res = await api("/api/metrics/series?" + q);
     const body = await res.json();
     if (!res.ok) { showStatus(`${body.detail || body.error}`); return; }
-    const s = body.series[0] || { points: [], step_ms: 0 };
+    // The filter also matches series with more tags: this page's series is the one with exactly its tags.
+    const s = body.series.find((x) => tagText(x.tags) === tagKey) || { points: [], step_ms: body.step_ms || 0 };
     step = s.step_ms || 0;
     rows = step ? s.points : null;
     points = step ? [] : s.points;

@@ -66,7 +66,9 @@ function buildTile(r) {
   const sid = tileDomId(r);
   const tile = el("article", { class: "tile", id: "tile--" + sid, "data-series": r.series || `${r.device}/${r.metric}` });
   const h3 = tile.appendChild(el("h3"));
-  const a = h3.appendChild(el("a", { href: `/series/${encodeURIComponent(r.device)}/${encodeURIComponent(r.metric)}` }));
+  const query = new URLSearchParams(Object.keys(r.tags || {}).sort().map((k) => ["tag", `${k}:${r.tags[k]}`])).toString();
+  const href = `/series/${encodeURIComponent(r.device)}/${encodeURIComponent(r.metric)}` + (query ? "?" + query : "");
+  const a = h3.appendChild(el("a", { href }));
   a.appendChild(el("span", { class: "device" }, r.device));
   a.append(" ");
   a.appendChild(el("span", { class: "metric" }, r.metric));

@@ -13,6 +13,7 @@ from app.services import services
 from app.storage.keyspace import series_id
 from app.validation import SLUG_PATTERN
 from app.web.routes.page_context import firing, page_settings
+from app.web.routes.readings import TAG, tag_filter
 from app.web.routing import Param, route
 
 bp = Blueprint("series_page", __name__)
@@ -28,19 +29,22 @@ NOTES = 200
     summary="One series' page (HTML)",
     tag="pages",
     ok_type="text/html",
-    params=(Param("device", "path", required=True), Param("metric", "path", required=True)),
+    params=(Param("device", "path", required=True), Param("metric", "path", required=True), TAG),
 )
 async def series(device: str, metric: str) -> str:
     if not (re.match(SLUG_PATTERN, device) and re.match(SLUG_PATTERN, metric)):
         raise NotFound("no such series")
     require_device_visible(device)
+    # A tagged series: ?tag=k:v for each of its tags (its tiles link so); none: the untagged series.
+    tags = {key: min(values) for key, values in (tag_filter() or {}).items()}
     svc = services()
     cursor = await svc.log.head()  # first: every snapshot below is at least this new
-    latest, _ = await svc.series.latest(device, metric)
-    sid = series_id(device, metric)
+    latest, _ = await svc.series.latest(device, metric, tag_filter())
+    latest = [r for r in latest if (r.get("tags") or {}) == tags]
+    sid = series_id(device, metric, tags)
     history, _ = await svc.series.history([sid], svc.settings.history_size)
     rules, _ = await svc.alerts.rules()
-    rules = [r for r in rules if r["device"] == device and r["metric"] == metric]
+    rules = [r for r in rules if (r.get("series") or f"{r['device']}/{r['metric']}") == sid]
     notes = await svc.annotations.search(device=device, limit=NOTES)
     # Notes on the device as a whole belong on every one of its charts.
     notes = [n for n in notes if n.get("metric") in (None, metric)]
@@ -48,6 +52,8 @@ async def series(device: str, metric: str) -> str:
         "series.html",
         device=device,
         metric=metric,
+        tags=tags,
+        series_key=sid,
         r=latest[0] if latest else None,
         points=history[sid],
         rules=rules,
