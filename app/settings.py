@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     # buckets (min, max, sum, count, last) at each tier's step for its retention.
     raw_retention: float = Field(6 * 3600 * SECONDS, ge=1, le=30 * 86_400)
     rollup_tiers: str = "1m:7d,1h:400d"
+    # A dashboard tile looks stale once its series has been silent this many
+    # times its usual interval (the median gap of its recent points).
+    stale_factor: float = Field(3.0, gt=1)
     max_batch: int = Field(5_000, ge=1)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     # JSON POST /api/metrics answered in front of Quart (app/ingest/fast_path.py).

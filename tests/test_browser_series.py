@@ -67,3 +67,24 @@ def test_range_picker_zoom_back_and_live_tail(browser: Any, start_server: Callab
     other = open_page(browser.new_context(), page.url)
     expect(other.locator("#chart")).to_have_attribute("data-count", str(count))
     context.close()
+
+
+def test_silent_series_look_stale_and_sparklines_show_their_scale(
+    browser: Any, start_server: Callable[..., AppServer]
+) -> None:
+    server = start_server()
+    now = int(time.time() * 1000)
+    # One reading a second until a minute ago: silent for 60 intervals. The other: one a minute, until now.
+    post(
+        server, [{"device": "quiet", "metric": "m", "value": 10 + i, "ts": now - 60_000 - i * 1000} for i in range(10)]
+    )
+    post(server, [{"device": "busy", "metric": "m", "value": 5 - i, "ts": now - i * MINUTE} for i in range(10)])
+    page = open_page(browser.new_context(), server.url + "/")
+    expect(page.locator("#tile--quiet--m")).to_have_class(re.compile(r"\bstale\b"))
+    expect(page.locator("#tile--quiet--m .stale-badge")).to_have_text("silent")
+    expect(page.locator("#tile--busy--m")).not_to_have_class(re.compile(r"\bstale\b"))
+    expect(page.locator("#tile--quiet--m .spark-scale")).to_have_text("10 – 19")
+    expect(page.locator("#tile--busy--m .spark-scale")).to_have_text("-4 – 5")
+    # A reading brings the quiet one back.
+    post(server, {"device": "quiet", "metric": "m", "value": 12})
+    expect(page.locator("#tile--quiet--m")).not_to_have_class(re.compile(r"\bstale\b"))

@@ -33,6 +33,16 @@ function drawSpark(svg) {
   if (!line || points.length === 0) return;
   let lo = Infinity, hi = -Infinity;
   for (const p of points) { lo = Math.min(lo, p[1]); hi = Math.max(hi, p[1]); }
+  // The sparkline's scale, so a flat-looking line is read as what it is.
+  if (svg.classList.contains("spark") && !svg.classList.contains("big")) {
+    let scale = svg.nextElementSibling;
+    if (!scale || !scale.classList.contains("spark-scale")) {
+      scale = el("p", { class: "spark-scale" });
+      svg.after(scale);
+    }
+    scale.textContent = lo === hi ? `${fmtValue(lo)}` : `${fmtValue(lo)} – ${fmtValue(hi)}`;
+    scale.title = "lowest – highest of the points drawn";
+  }
   const span = hi - lo || 1, n = points.length;
   line.setAttribute("points", points.map((p, i) =>
     `${(n === 1 ? 100 : (i / (n - 1)) * 100).toFixed(2)},${(28 - ((p[1] - lo) / span) * 26).toFixed(2)}`).join(" "));
@@ -55,10 +65,40 @@ function initSparks(root) {
   }
 }
 
+// A series' usual interval: the median gap between its last points (0 when unknown).
+export function usualInterval(points) {
+  const recent = points.slice(-21), gaps = [];
+  for (let i = 1; i < recent.length; i++) if (recent[i][0] > recent[i - 1][0]) gaps.push(recent[i][0] - recent[i - 1][0]);
+  if (gaps.length < 2) return 0;
+  gaps.sort((a, b) => a - b);
+  return gaps[Math.floor(gaps.length / 2)];
+}
+
+// Silent for more than LIVEDASH_STALE_FACTOR times its usual interval: the tile says so.
+function markStale(tile, now) {
+  const p = tile.querySelector(".value"), svg = tile.querySelector("svg.spark");
+  const interval = usualInterval((svg && svg._points) || []);
+  const factor = Number(document.body.dataset.staleFactor) || 3;
+  const silent = p && interval ? now - Number(p.dataset.ts || 0) : 0;
+  const stale = interval > 0 && silent > factor * interval;
+  tile.classList.toggle("stale", stale);
+  let badge = tile.querySelector(".stale-badge");
+  if (stale && !badge) {
+    badge = el("span", { class: "stale-badge" }, "silent");
+    tile.querySelector("h3").append(" ", badge);
+  }
+  if (badge) {
+    badge.hidden = !stale;
+    badge.title = stale ? `last reading ${age(now - silent)}; usually one every ${Math.round(interval / 100) / 10} s` : "";
+  }
+}
+
 function refreshAges() {
   for (const t of document.querySelectorAll(".value time[datetime]")) {
     t.textContent = age(Number(t.getAttribute("datetime")));
   }
+  const now = Date.now();
+  for (const tile of document.querySelectorAll("#tiles .tile")) markStale(tile, now);
 }
 
 // A tile for a series this page has not drawn yet (same markup as _tile.html).

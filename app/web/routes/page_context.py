@@ -31,4 +31,6 @@ def page_settings(svc: Services) -> dict[str, Any]:
         "heartbeat_ms": int(s.presence_heartbeat_interval * 1000),
         # A long poll may not ask for more than the server allows.
         "poll_wait_s": min(20.0, s.long_poll_max_wait),
+        # A tile looks stale after this many of its usual intervals without a reading.
+        "stale_factor": s.stale_factor,
     }
