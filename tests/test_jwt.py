@@ -30,6 +30,7 @@ from .servers import AppServer
 from .sse_client import open_stream, payload
 from .test_security import ADMIN, ADMIN_TOKEN, SECRET
 from .types import QuartClient
+from .waiting import async_wait_until
 
 HS_SECRET = "issuer-shared-secret-0123456789abcdef"
 ISSUER = "https://idp.example.test/realms/plant"
@@ -186,6 +187,13 @@ async def test_claims_map_to_role_and_scope_on_every_read(hs_app: Quart) -> None
     assert (
         await client.post("/api/annotations", json={"device": "line2-a", "text": "x"}, headers=scoped)
     ).status_code == 403
+    rules = {"device": "line1-a", "metric": "t", "op": "above", "threshold": 5}
+    assert (await client.post("/api/alerts/rules", json=rules, headers=ADMIN)).status_code == 201
+    listed = (await (await client.get("/api/alerts/rules", headers=scoped)).get_json())["rules"]
+    assert listed == []
+    assert (await client.get("/series/line1-a/t", headers=scoped)).status_code == 403
+    assert (await client.get("/api/presence?room=device:line1-a", headers=scoped)).status_code == 403
+    assert (await client.get("/api/presence?room=device:line2-a", headers=scoped)).status_code == 200
     # A role list takes the highest mapped role; an unreadable scope is refused, never read as no scope.
     admin = bearer(hs(role=["watchers", "plant-admins"]))
     assert (await client.get("/api/tokens", headers=admin)).status_code == 200
@@ -262,9 +270,15 @@ async def test_rs256_and_es256_by_jwks_with_rotation(make_settings: Callable[...
         # Rotation: the issuer starts signing with k2, published at the endpoint; it is picked up.
         key2, jwk2 = rsa_key("k2")
         jwks.keys = [jwk2]
-        time.sleep(0.35)  # past the refresh interval (the bound under test)
         rotated = jwt.encode(claims(), key2, algorithm="RS256", headers={"kid": "k2"})
-        assert (await refusal(client, rotated))[0] == 200
+
+        async def accepted() -> bool:
+            return (await refusal(client, rotated))[0] == 200
+
+        # Accepted once the refresh interval (0.3 s, the bound under test) has passed since the last read.
+        await async_wait_until(accepted, timeout=5, what="the rotated key to be picked up")
+        # k1 is gone from the endpoint, and so, after the re-read, from the cache.
+        assert await refusal(client, rs) == (401, "unknown_kid")
 
 
 async def test_a_stream_opened_with_a_jwt_ends_at_its_exp(start_server: Callable[..., AppServer]) -> None:
