@@ -163,6 +163,8 @@ class Settings(BaseSettings):
     mqtt_qos: int = Field(1, ge=0, le=2)
     # Line protocol (POST /api/write): the tag that names the device.
     line_device_tag: str = Field("device", min_length=1, max_length=64)
+    # Readings (numeric fields) per line-protocol request: Telegraf's default 1,000 metrics of up to 50 fields.
+    line_max_readings: int = Field(50_000, ge=1)
 
     # --- security (app/auth/guard.py, app/auth/tokens.py, app/auth/sessions.py) ---------------
     # "off" turns authentication off entirely (a loud warning at start).

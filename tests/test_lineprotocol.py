@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -148,21 +150,74 @@ async def test_telegraf_batch_with_host_as_device(make_settings: Callable[..., S
         assert got["cpu.usage_idle"]["ts"] == TS_MS
 
 
-async def test_bad_line_stores_nothing_and_names_the_line(
+async def test_bad_lines_are_named_and_the_good_ones_stored(client: QuartClient) -> None:
+    """InfluxDB's partial write: a bad line (syntax or reading) is named in a 400, the others are stored."""
+    body = (
+        f"m,device=d a=1 {TS_S}\n"
+        f"m,device=d b=oops {TS_S}\n"  # syntax
+        f"m,device=no\\ spaces c=2 {TS_S}\n"  # a device that is not a slug
+        f"m,site=x d=3 {TS_S}\n"  # no device tag
+        f"m,device=d,device=e e=4 {TS_S}\n"  # which device?
+        f"m,device=d f=5,g=6 {TS_S}\n"
+    )
+    response = await write(client, body, precision="s")
+    assert response.status_code == 400
+    answer = await response.get_json()
+    assert answer["error"] == "partial_write"
+    assert answer["accepted"] == 3 and answer["rejected_lines"] == 4
+    assert [(d["line"], d.get("field")) for d in answer["detail"]] == [(2, None), (3, "device"), (4, "tags"), (5, None)]
+    assert "oops" in answer["detail"][0]["error"] and "duplicate tag key 'device'" in answer["detail"][3]["error"]
+    assert response.headers["X-Livedash-Accepted"] == "3"
+    assert set(await latest(client, "d")) == {"m.a", "m.f", "m.g"}
+
+
+async def test_a_bad_line_takes_none_of_its_fields(client: QuartClient) -> None:
+    # One field's reading is invalid (a metric name too long): the line's other fields are not stored either.
+    response = await write(client, f"m,device=d ok=1,{'x' * 80}=2\nm,device=d fine=3")
+    assert response.status_code == 400
+    answer = await response.get_json()
+    assert answer["accepted"] == 1 and answer["detail"][0]["line"] == 1
+    assert set(await latest(client, "d")) == {"m.fine"}
+
+
+async def test_only_bad_lines_store_nothing(
     client: QuartClient, sync_client: sync_redis.Redis, key_prefix: str
 ) -> None:
     before = set(sync_client.scan_iter(match=key_prefix + "*"))
-    response = await write(client, "m,device=d value=1\nm,device=d value=2\nm,device=d value=oops\n")
+    response = await write(client, "m,device=d value=oops\nm,site=x value=3\n")
     assert response.status_code == 400
-    body = await response.get_json()
-    assert body["error"] == "bad_line_protocol"
-    assert body["detail"][0]["line"] == 3 and "oops" in body["detail"][0]["error"]
-    # Valid syntax, invalid reading (device slug, missing device tag): 422 naming each line.
-    response = await write(client, "m,device=d value=1\nm,device=no\\ spaces value=2\nm,site=x value=3\n")
-    assert response.status_code == 422
-    detail = (await response.get_json())["detail"]
-    assert [(d["line"], d["field"]) for d in detail] == [(2, "device"), (3, "tags")]
+    answer = await response.get_json()
+    assert answer["error"] == "bad_line_protocol" and answer["accepted"] == 0
+    assert [d["line"] for d in answer["detail"]] == [1, 2]
     assert set(sync_client.scan_iter(match=key_prefix + "*")) == before
+
+
+CORPUS = json.loads((Path(__file__).parent / "data" / "lineprotocol_corpus.json").read_text())
+
+
+@pytest.mark.parametrize("case", CORPUS["valid"], ids=[c["why"] for c in CORPUS["valid"]])
+def test_corpus_valid(case: dict[str, Any]) -> None:
+    point = parse_one(case["line"])
+    assert (point.measurement, point.tags, point.fields, point.timestamp) == (
+        case["measurement"],
+        case["tags"],
+        case["fields"],
+        case["timestamp"],
+    )
+
+
+@pytest.mark.parametrize("case", CORPUS["invalid"], ids=[c["why"] for c in CORPUS["invalid"]])
+def test_corpus_invalid(case: dict[str, Any]) -> None:
+    points, errors = lineprotocol.parse_all(f"m v=1\n{case['line']}\nm v=2")
+    assert len(points) == 2, "the lines around a bad one still parse"
+    assert len(errors) == 1 and errors[0].line == 2
+    assert case["error"] in errors[0].message
+
+
+def test_a_string_with_newlines_keeps_the_line_numbers() -> None:
+    points, errors = lineprotocol.parse_all('m s="a\nb\nc",v=1\nm v=oops\nm v=2')
+    assert [p.line for p in points] == [1, 5]
+    assert [e.line for e in errors] == [4]
 
 
 @pytest.mark.parametrize(
@@ -198,10 +253,11 @@ async def test_gzip_bomb_is_refused(make_settings: Callable[..., Settings]) -> N
 
 
 async def test_batch_limit(make_settings: Callable[..., Settings]) -> None:
-    app = create_app(make_settings(max_batch=2))
+    # 413: Telegraf's InfluxDB outputs split the batch and send both halves.
+    app = create_app(make_settings(line_max_readings=2))
     async with app.test_app():
         response = await app.test_client().post(
             "/api/write", data="m,device=d a=1,b=2,c=3", headers={"Content-Type": "text/plain"}
         )
-        assert response.status_code == 422
+        assert response.status_code == 413
         assert (await response.get_json())["error"] == "batch_too_large"

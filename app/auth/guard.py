@@ -27,6 +27,8 @@ anonymous admin and none of this runs.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import logging
 import math
@@ -66,6 +68,19 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
 BOOTSTRAP = "bootstrap"
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="livedash"'}
+# The InfluxDB-compatible endpoints also take HTTP Basic with the token as the password (what InfluxDB 1.x
+# clients and Telegraf's outputs.influxdb send with username/password). Nowhere else: a browser may replay
+# Basic credentials by itself, and these answer no challenge that would make it ask for them.
+BASIC_AUTH_ENDPOINTS = frozenset({"write.write", "write.write_v2", "write.query"})
+
+
+def basic_password(token: str) -> str:
+    """The password of ``Authorization: Basic <base64(user:password)>`` ("" when malformed)."""
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+    return decoded.partition(":")[2]
 
 
 class Guard:
@@ -201,6 +216,8 @@ class Guard:
         header = request.headers.get("Authorization", "")
         if header:
             scheme, _, token = header.partition(" ")
+            if scheme.lower() == "basic" and request.endpoint in BASIC_AUTH_ENDPOINTS:
+                scheme, token = "token", basic_password(token)
             # "Token" too: what Telegraf's InfluxDB output sends to /api/write.
             if scheme.lower() not in ("bearer", "token") or not token.strip():
                 raise Unauthorized("use 'Authorization: Bearer <token>'", code="bad_credentials", headers=CHALLENGE)
@@ -305,7 +322,17 @@ async def check_request() -> Response | None:
 # entry each would push every token change out of the bounded audit log
 # within seconds. Readings are counted instead
 # (``livedash_readings_accepted_total``); a refused one is still audited.
-NOT_AUDITED = frozenset({"auth.login", "presence.heartbeat", "presence.leave", "metrics.ingest", "write.write"})
+NOT_AUDITED = frozenset(
+    {
+        "auth.login",
+        "presence.heartbeat",
+        "presence.leave",
+        "metrics.ingest",
+        "write.write",
+        "write.write_v2",
+        "write.query",
+    }
+)
 
 
 async def audit_write(response: Response) -> Response:
