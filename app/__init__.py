@@ -17,7 +17,17 @@ from app.ingest import fast_path as fast_ingest
 from app.ops import logs
 from app.settings import Settings
 from app.web import assets, security_headers
-from app.web.routes import alerts, dashboard, events, health, presence, prometheus, series_page, stream
+from app.web.routes import (
+    alert_channels,
+    alerts,
+    dashboard,
+    events,
+    health,
+    presence,
+    prometheus,
+    series_page,
+    stream,
+)
 from app.web.routes import annotations as annotation_routes
 from app.web.routes import docs as docs_routes
 from app.web.routes import login as auth_routes
@@ -53,6 +63,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         auth_routes.bp,
         token_routes.bp,
         alerts.bp,
+        alert_channels.bp,
         annotation_routes.bp,
         dashboard.bp,
         events.bp,

@@ -15,6 +15,7 @@ from app.auth.access import ADMIN, READ
 from app.auth.guard import current_identity
 from app.documents.alert_rules import RuleCreate, RuleUpdate, rule_form_fields
 from app.documents.versioned import expected_version
+from app.errors import Unprocessable
 from app.services import services
 from app.validation import parse_model
 from app.web.bodies import json_or_form, slug_arg
@@ -31,6 +32,12 @@ from app.web.routing import BODY_ERRORS, DEVICE, IF_MATCH, METRIC, RULE_ID, WRIT
 bp = Blueprint("alerts", __name__)
 
 NOUN = "alert rule"
+
+
+async def _known_channels(ids: list[str]) -> None:
+    unknown = await services().alerting.channels.unknown(ids)
+    if unknown:
+        raise Unprocessable([{"field": "channels", "error": f"no channel {', '.join(map(repr, unknown))}"}])
 
 
 @route(bp, "GET", "/api/alerts/rules", access=READ, summary="List alert rules", tag="alerts", params=(DEVICE, METRIC))
@@ -65,7 +72,9 @@ async def create() -> Response:
     if is_form:
         body = rule_form_fields(body, update=False)
         body.pop("version", None)
-    written = await services().alerts.create(parse_model(RuleCreate, body), current_identity().actor())
+    data = parse_model(RuleCreate, body)
+    await _known_channels(data.channels)
+    written = await services().alerts.create(data, current_identity().actor())
     return doc_response(written.doc, 201, f"/api/alerts/rules/{written.doc['id']}")
 
 
@@ -115,6 +124,7 @@ async def update(rule_id: str) -> Response:
     if is_form:
         body = rule_form_fields(body, update=True)
     patch = parse_model(RuleUpdate, body)
+    await _known_channels(patch.channels or [])
     expected = expected_version(patch.version, request.headers.get("If-Match"))
     written = await services().alerts.update(rule_id, patch, expected, current_identity().actor())
     return doc_response(written.doc)
