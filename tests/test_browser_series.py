@@ -88,3 +88,24 @@ def test_silent_series_look_stale_and_sparklines_show_their_scale(
     # A reading brings the quiet one back.
     post(server, {"device": "quiet", "metric": "m", "value": 12})
     expect(page.locator("#tile--quiet--m")).not_to_have_class(re.compile(r"\bstale\b"))
+
+
+def test_tiles_grouped_by_device_with_a_filter(browser: Any, start_server: Callable[..., AppServer]) -> None:
+    server = start_server()
+    post(server, [{"device": d, "metric": m, "value": 1.0} for d in ("pump-1", "fan-2") for m in ("rpm", "temp")])
+    post(server, {"device": "pump-1", "metric": "load", "value": 3.0, "tags": {"core": "cpu7"}})
+    page = open_page(browser.new_context(), server.url + "/")
+    headings = page.locator("#tiles .device-heading")
+    expect(headings).to_have_text(["fan-2", "pump-1"])
+    # The filter matches device, metric or tags; a device with nothing shown loses its heading.
+    page.fill("#tile-filter", "cpu7")
+    expect(page.locator("#tiles .tile:visible")).to_have_count(1)
+    expect(page.locator("#tiles .device-heading:visible")).to_have_text(["pump-1"])
+    page.fill("#tile-filter", "temp")
+    expect(page.locator("#tiles .tile:visible")).to_have_count(2)
+    # A device nobody had drawn gets its heading, in order, and the filter applies to it.
+    post(server, {"device": "boiler-0", "metric": "temp", "value": 70.0})
+    expect(page.locator("#tile--boiler-0--temp")).to_be_visible()
+    expect(page.locator("#tiles .device-heading:visible")).to_have_text(["boiler-0", "fan-2", "pump-1"])
+    page.fill("#tile-filter", "")
+    expect(page.locator("#tiles .tile:visible")).to_have_count(6)

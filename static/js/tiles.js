@@ -132,9 +132,19 @@ function buildTile(r) {
   const tiles = document.getElementById("tiles");
   const empty = tiles.querySelector(".empty");
   if (empty) empty.remove();
-  // Keep the server's order (device, then metric).
-  const after = [...tiles.querySelectorAll(".tile")].find((t) => t.dataset.series > tile.dataset.series);
-  tiles.insertBefore(tile, after || null);
+  // Keep the server's order (device, then metric), under the device's heading (_tiles.html).
+  const all = [...tiles.querySelectorAll(".tile")];
+  let after = all.find((t) => t.dataset.series > tile.dataset.series) || null;
+  const own = (t) => t.dataset.series.slice(0, t.dataset.series.indexOf("/"));
+  if (after && own(after) !== r.device) {
+    // The next tile is another device's: go before that device's heading.
+    after = tiles.querySelector(`.device-heading[data-device="${CSS.escape(own(after))}"]`) || after;
+  }
+  if (!tiles.querySelector(`.device-heading[data-device="${CSS.escape(r.device)}"]`)) {
+    tiles.insertBefore(el("h2", { class: "device-heading", "data-device": r.device }, r.device), after);
+  }
+  tiles.insertBefore(tile, after);
+  applyFilter();
   return tile;
 }
 
@@ -244,11 +254,34 @@ export async function reload() {
   await window.htmx.ajax("GET", "/fragments/tiles", { target: tiles, swap: "innerHTML" });
   initSparks(tiles);
   refreshAges();
+  const input = document.getElementById("tile-filter");
+  if (input) input.value = filterText;
+  applyFilter();
+}
+
+// The filter box: tiles whose device, metric or tags contain the text (any case); empty devices' headings hide too.
+let filterText = "";
+function applyFilter() {
+  const tiles = document.getElementById("tiles");
+  if (!tiles) return;
+  const q = filterText.trim().toLowerCase();
+  const shown = new Set();
+  for (const tile of tiles.querySelectorAll(".tile")) {
+    const text = (tile.dataset.series + " " + (tile.querySelector(".tags")?.textContent || "")).toLowerCase();
+    tile.hidden = !!q && !text.includes(q);
+    if (!tile.hidden) shown.add(tile.dataset.series.slice(0, tile.dataset.series.indexOf("/")));
+  }
+  for (const h of tiles.querySelectorAll(".device-heading")) h.hidden = !shown.has(h.dataset.device);
 }
 
 export function init() {
   initSparks(document);
   refreshAges();
+  document.addEventListener("input", (e) => {
+    if (e.target.id !== "tile-filter") return;
+    filterText = e.target.value;
+    applyFilter();
+  });
   setInterval(refreshAges, 1000);
   on("metric", onMetric);
   on("alert", onAlert);
