@@ -19,6 +19,7 @@ from app.settings import Settings
 from app.web import assets, security_headers
 from app.web.routes import (
     alert_channels,
+    alert_views,
     alerts,
     dashboard,
     events,
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         token_routes.bp,
         alerts.bp,
         alert_channels.bp,
+        alert_views.bp,
         annotation_routes.bp,
         dashboard.bp,
         events.bp,

@@ -12,5 +12,7 @@ package holds what runs beside them:
 - ``delivery.py``: the outbox consumer: a Redis Stream with a consumer
   group, taken over with XAUTOCLAIM when a process dies, retried with
   exponential backoff and jitter, bounded attempts.
+- ``marks.py``: acknowledge and silence (``alert_mark.lua``), the firing
+  list and the transition history.
 - ``service.py``: ``Alerting``, the one object the app holds for all this.
 """

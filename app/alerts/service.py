@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from app.alerts.addresses import parse_networks
 from app.alerts.channels import ChannelStore
 from app.alerts.delivery import Deliverer
+from app.alerts.marks import AlertMarks
 from app.alerts.nodata import NoDataSweeper, run_nodata_sweeper
 from app.settings import Settings
 from app.storage.keyspace import Keys
@@ -27,6 +28,7 @@ class Alerting:
         allowed = parse_networks(settings.webhook_allow_networks)
         self.channels = ChannelStore(redis, keys, allowed, settings.webhook_log_size)
         self.deliverer = Deliverer(redis, keys, settings, self.channels, allowed)
+        self.marks = AlertMarks(redis, keys, settings.event_log_maxlen)
 
     async def configure(self) -> None:
         """What the Lua scripts read from Redis rather than from their arguments (the ingest script's are fixed)."""

@@ -1,0 +1,170 @@
+"""The alert list, the transition history, acknowledge and silence, over HTTP.
+
+Viewers read what is firing and the history; editors acknowledge; admins
+silence. Everything is scoped: a token limited to some devices sees (and
+may act on) only those devices' rules, here and on the stream (the
+``alert_ack`` / ``alert_silence`` events are on the device's topic).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, Response, request
+
+from app.alerts.marks import HistoryQuery, SilenceBody
+from app.auth.access import ADMIN, ANNOTATE, READ
+from app.auth.guard import current_identity
+from app.documents.versioned import check_id
+from app.errors import BadRequest, NotFound
+from app.services import services
+from app.validation import parse_model, parse_ts
+from app.web.bodies import int_arg, json_or_form, optional_body, slug_arg
+from app.web.responses import NO_STORE, json_response
+from app.web.routing import BODY_ERRORS, DEVICE, Param, route
+
+bp = Blueprint("alert_views", __name__)
+
+RULE = Param("rule_id", "path", description="an alert rule id", required=True)
+HISTORY_PARAMS = (
+    Param("rule", description="only this rule's transitions"),
+    DEVICE,
+    Param("from", description="RFC 3339 or epoch ms: transitions at or after"),
+    Param("to", description="RFC 3339 or epoch ms: transitions at or before"),
+    Param("limit", description="at most this many (1-500, default 100)", type="integer"),
+    Param("before", description="the previous answer's `next`: continue with older transitions"),
+)
+
+
+async def _visible_rule(rule_id: str) -> dict[str, Any]:
+    rule = await services().alerts.get(check_id(rule_id, "alert rule"))
+    if rule is None or rule.get("deleted") or not current_identity().sees_device(rule["device"]):
+        raise NotFound(f"no alert rule {rule_id!r}")
+    return rule
+
+
+@route(
+    bp,
+    "GET",
+    "/api/alerts/firing",
+    access=READ,
+    summary="What is firing now",
+    tag="alerts",
+    description="Every enabled rule in state firing that the caller may see: since when, the last value, its "
+    "acknowledgement (who, when) and silence (until, by), oldest firing first.",
+)
+async def firing() -> Response:
+    svc = services()
+    rules, cursor = await svc.alerts.rules()
+    acks, silences = await svc.alerting.marks.marks()
+    who = current_identity()
+    out = []
+    for rule in rules:
+        state = rule.get("state") or {}
+        if state.get("state") != "firing" or rule.get("enabled") is False or not who.sees_device(rule["device"]):
+            continue
+        out.append(
+            {
+                "rule_id": rule["id"],
+                "since": state.get("since"),
+                "value": state.get("last_value"),
+                "ack": acks.get(rule["id"]),
+                "silence": silences.get(rule["id"]),
+                "rule": rule,
+            }
+        )
+    out.sort(key=lambda f: (f["since"] or 0, f["rule_id"]))
+    return json_response({"firing": out, "cursor": cursor}, headers=NO_STORE)
+
+
+def _time(name: str) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return parse_ts(raw)
+    except ValueError as exc:
+        raise BadRequest(f"query parameter {name!r}: {exc}", code="bad_query") from None
+
+
+@route(
+    bp,
+    "GET",
+    "/api/alerts/history",
+    access=READ,
+    summary="Alert transitions, newest first",
+    tag="alerts",
+    description="Bounded (LIVEDASH_ALERT_HISTORY_MAXLEN transitions kept). `next` continues with older ones "
+    "(as `before`); null when there are none in the range.",
+    params=HISTORY_PARAMS,
+    errors=(400,),
+)
+async def history() -> Response:
+    before = request.args.get("before") or None
+    if before is not None and not before.replace("-", "", 1).isdigit():
+        raise BadRequest("query parameter 'before' must be a history id (the previous answer's next)", code="bad_query")
+    rule = request.args.get("rule") or None
+    query = HistoryQuery(
+        rule=check_id(rule, "alert rule") if rule else None,
+        device=slug_arg("device"),
+        start=_time("from"),
+        end=_time("to"),
+        limit=int_arg("limit", 100, 1, 500),
+        before=before,
+    )
+    found, following = await services().alerting.marks.history(query, current_identity().sees_device)
+    return json_response({"transitions": found, "next": following}, headers=NO_STORE)
+
+
+@route(
+    bp,
+    "POST",
+    "/api/alerts/rules/<rule_id>/ack",
+    access=ANNOTATE,
+    summary="Acknowledge a firing alert",
+    tag="alerts",
+    description="Records who and when (from the caller's identity) until the rule's next transition; an "
+    "`alert_ack` event tells everyone. 409 not_firing when the rule is not firing.",
+    params=(RULE,),
+    errors=(404, 409),
+)
+async def ack(rule_id: str) -> Response:
+    await optional_body()
+    await _visible_rule(rule_id)
+    done = await services().alerting.marks.ack(rule_id, current_identity().actor())
+    return json_response(done)
+
+
+@route(
+    bp,
+    "POST",
+    "/api/alerts/rules/<rule_id>/silence",
+    access=ADMIN,
+    summary="Silence a rule until a time or for a duration",
+    tag="alerts",
+    description="Body: until (RFC 3339 or epoch ms) or duration (90m, 2h, or seconds), at most 30 days; reason. "
+    "While silenced, transitions are still evaluated and sent as events (silenced: true) but not notified.",
+    params=(RULE,),
+    errors=(*BODY_ERRORS, 404),
+)
+async def silence(rule_id: str) -> Response:
+    body, _ = await json_or_form()
+    data = parse_model(SilenceBody, body)
+    await _visible_rule(rule_id)
+    return json_response(await services().alerting.marks.silence(rule_id, data, current_identity().actor()))
+
+
+@route(
+    bp,
+    "POST",
+    "/api/alerts/rules/<rule_id>/silence/delete",
+    access=ADMIN,
+    summary="End a rule's silence",
+    tag="alerts",
+    params=(RULE,),
+    errors=(404,),
+)
+async def unsilence(rule_id: str) -> Response:
+    await optional_body()
+    await _visible_rule(rule_id)
+    return json_response(await services().alerting.marks.unsilence(rule_id, current_identity().actor()))
