@@ -179,3 +179,15 @@ async def test_series_page_of_a_tagged_series(client: QuartClient) -> None:
     assert f"[[{TS}, 2.0], [{TS + 1}, 2.0]]" in page  # its own history only
     page = await (await client.get("/series/d/m")).get_data(as_text=True)
     assert 'data-series="d/m"' in page and 'data-value="9.0"' in page and f"[[{TS}, 9.0]]" in page
+
+
+async def test_rule_form_of_a_tagged_series_page(client: QuartClient) -> None:
+    await client.post("/api/metrics", json={"device": "d", "metric": "m", "value": 1.0, "tags": {"core": "1"}})
+    page = await (await client.get("/series/d/m", query_string={"tag": "core:1"})).get_data(as_text=True)
+    assert '<input type="hidden" name="tags" value="core=1">' in page
+    form = {"device": "d", "metric": "m", "tags": "core=1", "op": "above", "threshold": "5"}
+    response = await client.post("/api/alerts/rules", form=form)
+    assert response.status_code == 201
+    assert (await response.get_json())["tags"] == {"core": "1"}
+    response = await client.post("/api/alerts/rules", form={**form, "tags": "core"})
+    assert response.status_code == 422  # not k=v: the model names the field

@@ -160,6 +160,10 @@ def rule_form_fields(form: dict[str, str | None], *, update: bool) -> dict[str, 
         if key == "channels":  # a comma list; empty clears them
             out[key] = [c.strip() for c in (value or "").split(",") if c.strip()]
             continue
+        if key == "tags":  # k=v,k2=v2 (the series page posts its series' tags so); empty: none
+            pairs = [p.partition("=") for p in (value or "").split(",") if p.strip()]
+            out[key] = {k.strip(): v.strip() for k, sep, v in pairs} if all(sep for _, sep, _ in pairs) else value
+            continue
         if value is None or value.strip() == "":
             if update and key in CLEARABLE:
                 out[key] = None
