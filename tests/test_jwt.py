@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -21,10 +22,20 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from quart import Quart
+from redis.asyncio import Redis
 
 from app import create_app
-from app.auth.issuer import JwtVerifier
+from app.auth.access import ScopedTopics
+from app.auth.guard import Guard
+from app.auth.issuer import JwtVerifier, session_identity
+from app.auth.revocation import recheck_once
+from app.auth.sessions import SessionStore
+from app.auth.tokens import TokenStore
+from app.events.hub import Hub
+from app.events.sse import control_frame
+from app.events.topics import TopicFilter
 from app.settings import Settings
+from app.storage.keyspace import Keys
 
 from .servers import AppServer
 from .sse_client import open_stream, payload
@@ -302,3 +313,40 @@ async def test_a_stream_opened_with_a_jwt_ends_at_its_exp(start_server: Callable
         assert time.time() >= int(exp) + 1  # not before its exp
     again = httpx.get(f"{server.url}/api/stream", headers=bearer(token), timeout=10)
     assert again.status_code == 401 and again.json()["reason"] == "expired"
+
+
+async def test_recheck_ends_jwt_streams_at_exp_not_at_a_renewable_session_end(
+    make_settings: Callable[..., Settings], redis_url: str, key_prefix: str
+) -> None:
+    """A JWT's streams end at its exp; a session made from it ends (or renews) as any session does."""
+    settings = jwt_settings(make_settings, session_ttl=60, session_reauth_before=30)
+    verifier = JwtVerifier(settings)
+    redis = Redis.from_url(redis_url)
+    try:
+        keys = Keys(key_prefix)
+        tokens, sessions, hub = TokenStore(redis, keys), SessionStore(redis, keys, SECRET, 60), Hub(16)
+        now = int(time.time())
+        live = await verifier.identify(hs(exp=now + 3600))  # outlives the 60 s session: renewable up to it
+        past = replace(await verifier.identify(hs()), expires_at=(now - 1) * 1000)  # its exp has just passed
+        subs = {}
+        for name, identity in (("bearer-live", live), ("bearer-past", past)):
+            subs[name] = hub.subscribe(ScopedTopics(TopicFilter(()), identity, stream=True), cancel_on_overflow=False)
+        session = await sessions.open(live.token_hash, live.expires_at, session_identity(live))
+        # What a request (or a stream) with that session's cookie is: the guard's reading of it.
+        in_session = await Guard(settings, redis, keys).from_session(session)
+        assert in_session is not None and in_session.session_id == session.id
+        subs["session"] = hub.subscribe(
+            ScopedTopics(TopicFilter(()), in_session, stream=True), cancel_on_overflow=False
+        )
+        assert in_session.expires_at == live.expires_at  # the JWT's exp, not the session's 60 s
+        # Its session ends in 60 s, within the 90 s reauth window: renewable (to at most exp), not ended.
+        assert await recheck_once(tokens, sessions, hub, reauth_before=90) == 1
+        assert subs["bearer-past"].drain() == [control_frame("bye", {"reason": "expired"})]
+        assert subs["bearer-live"].drain() == [] and not subs["bearer-live"].closed
+        reauth = control_frame("reauth", {"expires_at": session.expires_at, "renew": "/api/session/renew"})
+        assert subs["session"].drain() == [reauth] and not subs["session"].closed
+        await sessions.close(session.id)
+        await recheck_once(tokens, sessions, hub, reauth_before=90)
+        assert subs["session"].drain() == [control_frame("bye", {"reason": "signed-out"})]
+    finally:
+        await redis.aclose()

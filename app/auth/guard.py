@@ -180,12 +180,12 @@ class Guard:
         if self.is_bootstrap_hash(session.token_hash):
             return self.bootstrap_identity(session)
         if session.identity is not None:
-            # Opened with a JWT: the identity it stood for, until the session or the JWT's exp ends.
+            # Opened with a JWT: the identity it stood for, until the JWT's exp (its expires_at: what ends its
+            # streams with bye "expired"); the session's own end (renewable up to exp) is checked as any session's.
             found = identity_from_session(session.identity)
             if found is None or self.jwt is None:  # past exp, or JWTs are no longer accepted here
                 return None
-            ends = [t for t in (found.expires_at, session.expires_at) if t is not None]
-            return replace(found, expires_at=min(ends), session_id=session.id, csrf=session.csrf)
+            return replace(found, session_id=session.id, csrf=session.csrf)
         # Any other hash must name a stored token. A rotated admin token's fingerprint (or a session
         # recorded as "bootstrap" before fingerprints) names none: that session is over.
         record = await self.tokens.by_hash(session.token_hash)
