@@ -20,12 +20,16 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from app.alerts.addresses import Network, check_url
 from app.documents.versioned import Actor, new_id
 from app.errors import Unprocessable
 from app.storage.keyspace import Keys
 from app.validation import now_ms
+
+# The consumer group every process reads the outbox through (app/alerts/delivery.py).
+OUTBOX_GROUP = "deliver"
 
 Kind = Literal["webhook", "chat"]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
@@ -86,6 +90,12 @@ class ChannelStore:
             "by_id": actor.subject,
         }
         await self.redis.hset(self.keys.alert_channels, channel["id"], orjson.dumps(channel))
+        # The outbox and its group exist from the first channel on, so its first transition is read at once.
+        try:
+            await self.redis.xgroup_create(self.keys.alert_outbox, OUTBOX_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
         return channel
 
     async def update(self, channel_id: str, patch: ChannelUpdate, actor: Actor) -> dict[str, Any] | None:

@@ -35,7 +35,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from app.alerts.addresses import Network, resolved_refusal
-from app.alerts.channels import ChannelStore
+from app.alerts.channels import OUTBOX_GROUP, ChannelStore
 from app.alerts.payloads import render
 from app.settings import Settings
 from app.storage.keyspace import Keys
@@ -43,7 +43,7 @@ from app.validation import now_ms
 
 log = logging.getLogger(__name__)
 
-GROUP = "deliver"
+GROUP = OUTBOX_GROUP
 READ_BLOCK_MS = 1_000
 
 

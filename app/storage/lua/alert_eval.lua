@@ -47,6 +47,14 @@ local function num(value)
   return string.format('%d', value)
 end
 
+-- A number as JSON text that reads back as the same double.
+local function alert_value_text(v)
+  if type(v) ~= 'number' then return 'null' end
+  local text = string.format('%.15g', v)
+  if tonumber(text) ~= v then text = string.format('%.17g', v) end
+  return text
+end
+
 -- '<prefix>alerts:state' -> '<prefix>alerts:'
 local function alert_base(states)
   return string.sub(states, 1, #states - 5)
@@ -84,14 +92,28 @@ local function alert_transition(states, log, maxlen, rule_id, rule_json, rule, c
   return id
 end
 
--- One value of the series against one threshold rule: stores the state, returns the event id of a change.
-local function alert_step(states, log, maxlen, rule_id, rule_json, rule, ts, raw, now, reason)
-  local value = tonumber(raw)
-  local stored = redis.call('HGET', states, rule_id)
+-- A threshold rule's state: {state, since, pending, raw (last value JSON), ts}.
+local function state_decode(stored)
   local st = stored and cjson.decode(stored) or {}
-  local state = opt(st.state) or 'ok'
-  local since, pending, last_ts = opt(st.since), opt(st.pending_since), opt(st.last_ts)
-  if last_ts ~= nil and ts < last_ts then return nil end
+  return {state = opt(st.state) or 'ok', since = opt(st.since), pending = opt(st.pending_since),
+    raw = (opt(st.last_value) ~= nil) and alert_value_text(st.last_value) or 'null', ts = opt(st.last_ts)}
+end
+
+local function state_encode(s)
+  return '{"state":"' .. s.state .. '","since":' .. num(s.since) .. ',"pending_since":' .. num(s.pending) ..
+    ',"last_value":' .. s.raw .. ',"last_ts":' .. num(s.ts) .. '}'
+end
+
+-- One value of the series against one threshold rule: updates the state, returns the event id of a change.
+-- cache: nil (read and write the states hash now), or a run's table of id -> state, written by the caller.
+local function alert_step(states, log, maxlen, rule_id, rule_json, rule, ts, raw, now, reason, cache)
+  local s = cache and cache[rule_id]
+  if not s then
+    s = state_decode(redis.call('HGET', states, rule_id))
+    if cache then cache[rule_id] = s end
+  end
+  if s.ts ~= nil and ts < s.ts then return nil end
+  local value = tonumber(raw)
   local t, h = rule.threshold, opt(rule.hysteresis) or 0
   local past, back
   if rule.op == 'below' then
@@ -100,18 +122,18 @@ local function alert_step(states, log, maxlen, rule_id, rule_json, rule, ts, raw
     past, back = value > t, value <= t - h
   end
   local change = nil
-  if state == 'firing' then
-    if back then state, since, change = 'ok', ts, 'resolved' end
+  if s.state == 'firing' then
+    if back then s.state, s.since, change = 'ok', ts, 'resolved' end
   elseif past then
-    pending = pending or ts
-    if ts - pending >= (opt(rule.min_duration_ms) or 0) then
-      state, since, pending, change = 'firing', ts, nil, 'firing'
+    s.pending = s.pending or ts
+    if ts - s.pending >= (opt(rule.min_duration_ms) or 0) then
+      s.state, s.since, s.pending, change = 'firing', ts, nil, 'firing'
     end
   else
-    pending = nil
+    s.pending = nil
   end
-  redis.call('HSET', states, rule_id, '{"state":"' .. state .. '","since":' .. num(since) ..
-    ',"pending_since":' .. num(pending) .. ',"last_value":' .. raw .. ',"last_ts":' .. num(ts) .. '}')
+  s.raw, s.ts, s.dirty = raw, ts, true
+  if not cache then redis.call('HSET', states, rule_id, state_encode(s)) end
   if change then
     return alert_transition(states, log, maxlen, rule_id, rule_json, rule, change, reason, raw, ts, now)
   end
@@ -136,6 +158,8 @@ local function evaluate_alerts(rules, index, states, log, maxlen, readings)
   local ids = {}
   local now = alert_now()
   local arrived = {} -- no-data rules already told in this run
+  local rule_cache = {} -- id -> {json, decoded} (false: gone), read once per run
+  local state_cache = {} -- id -> threshold state, written once at the end
   local device_rules = {} -- device -> its device-wide rule ids (comma list), read once per run
   for _, reading in ipairs(readings) do
     local series, ts, raw = reading[1], reading[2], reading[3]
@@ -147,8 +171,13 @@ local function evaluate_alerts(rules, index, states, log, maxlen, readings)
     end
     for _, ids_text in ipairs({redis.call('HGET', index, series) or '', listed}) do
       for rule_id in string.gmatch(ids_text, '[^,]+') do
-        local rule_json = redis.call('HGET', rules, rule_id)
-        local rule = rule_json and cjson.decode(rule_json)
+        local cached = rule_cache[rule_id]
+        if cached == nil then
+          local text = redis.call('HGET', rules, rule_id)
+          cached = text and {text, cjson.decode(text)} or false
+          rule_cache[rule_id] = cached
+        end
+        local rule_json, rule = cached and cached[1], cached and cached[2]
         if rule and rule.enabled ~= false then
           local id = nil
           if rule.kind == 'no_data' then
@@ -157,12 +186,22 @@ local function evaluate_alerts(rules, index, states, log, maxlen, readings)
               id = alert_arrived(states, log, maxlen, rule_id, rule_json, rule, ts, raw, now)
             end
           else
-            id = alert_step(states, log, maxlen, rule_id, rule_json, rule, ts, raw, now, 'threshold')
+            id = alert_step(states, log, maxlen, rule_id, rule_json, rule, ts, raw, now, 'threshold', state_cache)
           end
           if id then ids[#ids + 1] = id end
         end
       end
     end
+  end
+  local fields = {}
+  for rule_id, s in pairs(state_cache) do
+    if s.dirty then
+      fields[#fields + 1] = rule_id
+      fields[#fields + 1] = state_encode(s)
+    end
+  end
+  for from = 1, #fields, 1000 do
+    redis.call('HSET', states, unpack(fields, from, math.min(from + 999, #fields)))
   end
   return ids
 end

@@ -49,12 +49,6 @@ else
   redis.call('HDEL', KEYS[5], series)
 end
 
-local function decimal(v)
-  local text = string.format('%.15g', v)
-  if tonumber(text) ~= v then text = string.format('%.17g', v) end
-  return text
-end
-
 if mode == 'delete' or rule.enabled == false then
   redis.call('ZREM', base .. 'nodata-due', id)
   redis.call('HDEL', base .. 'nodata-seen', id)
@@ -88,7 +82,7 @@ else
   local latest = redis.call('HGET', KEYS[7], series)
   local value = latest and cjson.decode(latest).value
   if ts and type(value) == 'number' then
-    alert_step(KEYS[6], KEYS[3], ARGV[5], id, rule_json, rule, ts, decimal(value), now, 'rule_changed')
+    alert_step(KEYS[6], KEYS[3], ARGV[5], id, rule_json, rule, ts, alert_value_text(value), now, 'rule_changed')
   end
 end
 return result
