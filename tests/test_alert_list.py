@@ -183,3 +183,31 @@ async def test_roles_and_scopes(make_settings: Callable[..., Settings]) -> None:
         assert {h["rule"]["device"] for h in history} == {"fan-1"}
         assert (await client.post(f"/api/alerts/rules/{pump}/ack", headers=scoped)).status_code == 404
         assert (await client.post(f"/api/alerts/rules/{rules['fan-1']}/ack", headers=scoped)).status_code == 200
+
+
+async def test_alerts_page_lists_firing_rules_with_role_aware_controls(make_settings: Callable[..., Settings]) -> None:
+    admin_token = "admin-token-0123456789"
+    app: Quart = create_app(make_settings(auth="on", admin_token=admin_token, secret_key="k" * 32))
+    async with app.test_app():
+        client = app.test_client()
+        admin = {"Authorization": f"Bearer {admin_token}", "Accept": "text/html"}
+        answer = await client.post(
+            "/api/alerts/rules",
+            json={"device": "pump-1", "metric": "temp", "op": "above", "threshold": 80, "name": "hot <b>"},
+            headers=admin,
+        )
+        rule_id = (await answer.get_json())["id"]
+        reading = {"device": "pump-1", "metric": "temp", "value": 90, "ts": TS}
+        assert (await client.post("/api/metrics", json=reading, headers=admin)).status_code == 202
+        viewer_answer = await client.post("/api/tokens", json={"role": "viewer"}, headers=admin)
+        viewer = {"Authorization": f"Bearer {(await viewer_answer.get_json())['token']}", "Accept": "text/html"}
+
+        html = await (await client.get("/alerts", headers=admin)).get_data(as_text=True)
+        assert f'id="alert--{rule_id}"' in html and "hot &lt;b&gt;" in html and "data-live" in html
+        assert "/ack" in html and "alert-silence" in html  # admins may acknowledge and silence
+        html = await (await client.get("/alerts", headers=viewer)).get_data(as_text=True)
+        assert f'id="alert--{rule_id}"' in html and "Not acknowledged" in html
+        assert "/ack" not in html and "alert-silence" not in html
+        assert (await client.post(f"/api/alerts/rules/{rule_id}/ack", headers=admin)).status_code == 200
+        panel = await (await client.get("/alerts/panel", headers=viewer)).get_data(as_text=True)
+        assert "Acknowledged by" in panel and "Recent transitions" in panel

@@ -15,7 +15,7 @@ import { api, renewSession, toLogin } from "./api.js";
 import { emit } from "./bus.js";
 import { idAfter } from "./ids.js";
 
-const STREAM_TYPES = ["metric", "annotation", "alert", "alert_rule", "presence"];
+const STREAM_TYPES = ["metric", "annotation", "alert", "alert_rule", "alert_ack", "alert_silence", "presence"];
 const LABELS = {
   connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…",
   polling: "Polling", stale: "Live · data stale", offline: "Offline",

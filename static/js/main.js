@@ -5,6 +5,7 @@
 // data attributes. Anything else (an error page, say) gets no stream, no
 // polling and no presence: it has no room to be present in, and replaying the
 // whole event log into a page that shows none of it would only cost the server.
+import * as alerts from "./alerts.js";
 import { sendCsrfWithHtmx } from "./api.js";
 import { on } from "./bus.js";
 import * as chart from "./chart.js";
@@ -17,6 +18,7 @@ function startLive(d) {
   tiles.init();
   notes.init();
   chart.init();
+  alerts.init();
   presence.init({ room: d.room || "dashboard", heartbeatMs: Number(d.heartbeatMs) || 10000 });
   // After a gap longer than the server's history the snapshot is re-read:
   // the whole page, unless someone is mid-edit (then just the tiles).

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response, render_template, request
 
 from app.alerts.marks import HistoryQuery, SilenceBody
 from app.auth.access import ADMIN, ANNOTATE, READ
@@ -21,6 +21,7 @@ from app.services import services
 from app.validation import parse_model, parse_ts
 from app.web.bodies import int_arg, json_or_form, optional_body, slug_arg
 from app.web.responses import NO_STORE, json_response
+from app.web.routes.page_context import page_settings
 from app.web.routing import BODY_ERRORS, DEVICE, Param, route
 
 bp = Blueprint("alert_views", __name__)
@@ -43,17 +44,7 @@ async def _visible_rule(rule_id: str) -> dict[str, Any]:
     return rule
 
 
-@route(
-    bp,
-    "GET",
-    "/api/alerts/firing",
-    access=READ,
-    summary="What is firing now",
-    tag="alerts",
-    description="Every enabled rule in state firing that the caller may see: since when, the last value, its "
-    "acknowledgement (who, when) and silence (until, by), oldest firing first.",
-)
-async def firing() -> Response:
+async def _firing() -> tuple[list[dict[str, Any]], str]:
     svc = services()
     rules, cursor = await svc.alerts.rules()
     acks, silences = await svc.alerting.marks.marks()
@@ -74,7 +65,43 @@ async def firing() -> Response:
             }
         )
     out.sort(key=lambda f: (f["since"] or 0, f["rule_id"]))
-    return json_response({"firing": out, "cursor": cursor}, headers=NO_STORE)
+    return out, cursor
+
+
+async def _panel() -> dict[str, Any]:
+    firing, cursor = await _firing()
+    transitions, _ = await services().alerting.marks.history(HistoryQuery(limit=50), current_identity().sees_device)
+    return {"firing": firing, "transitions": transitions, "cursor": cursor}
+
+
+@route(bp, "GET", "/alerts", access=READ, summary="The alerts page (HTML)", tag="pages", ok_type="text/html")
+async def page() -> str:
+    svc = services()
+    cursor = await svc.log.head()  # first: the panel below is at least this new
+    panel = await _panel()
+    return await render_template("alerts.html", **{**panel, "cursor": cursor}, room="alerts", page=page_settings(svc))
+
+
+@route(
+    bp, "GET", "/alerts/panel", access=READ, summary="The alerts page's panel (htmx)", tag="pages", ok_type="text/html"
+)
+async def panel() -> str:
+    return await render_template("_alerts_panel.html", **await _panel())
+
+
+@route(
+    bp,
+    "GET",
+    "/api/alerts/firing",
+    access=READ,
+    summary="What is firing now",
+    tag="alerts",
+    description="Every enabled rule in state firing that the caller may see: since when, the last value, its "
+    "acknowledgement (who, when) and silence (until, by), oldest firing first.",
+)
+async def firing() -> Response:
+    found, cursor = await _firing()
+    return json_response({"firing": found, "cursor": cursor}, headers=NO_STORE)
 
 
 def _time(name: str) -> int | None:
