@@ -128,6 +128,9 @@ async def test_with_auth_off_names_are_self_declared(client: QuartClient) -> Non
     await heartbeat(client, {}, user="Ana")
     await heartbeat(client, {})
     await heartbeat(client, {})
+    # Nor may anyone rename a token meanwhile: the name would outlive the switch.
+    renamed = await client.post("/api/tokens/0123456789ab", json={"name": "Ana"})
+    assert renamed.status_code == 403 and (await renamed.get_json())["error"] == "auth_off"
     snap = await (await client.get("/api/presence?room=dashboard")).get_json()
     # Two unnamed tabs are two people (nobody to tell them apart but the tab), all self-declared.
     assert sorted((u["user"] or "", u["tabs"], u["self_declared"]) for u in snap["users"]) == [

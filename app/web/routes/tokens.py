@@ -129,6 +129,9 @@ async def revoke(token_id: str) -> Response:
     errors=(400, 401, 403, 404, 415, 422),
 )
 async def rename(token_id: str) -> Response:
+    if not services().settings.auth_on:
+        # As with create: a name given now would stand for whoever uses the token once auth is on.
+        raise Forbidden("tokens cannot be renamed over HTTP while LIVEDASH_AUTH=off", code="auth_off")
     body, _ = await json_or_form()
     name = parse_model(TokenUpdate, body).name
     grd = guard()
