@@ -202,12 +202,20 @@ async def test_alerts_page_lists_firing_rules_with_role_aware_controls(make_sett
         viewer_answer = await client.post("/api/tokens", json={"role": "viewer"}, headers=admin)
         viewer = {"Authorization": f"Bearer {(await viewer_answer.get_json())['token']}", "Accept": "text/html"}
 
+        channel = await client.post(
+            "/api/alerts/channels",
+            json={"name": "ops-chat", "kind": "chat", "url": "https://chat.example.com/h"},
+            headers=admin,
+        )
+        assert channel.status_code == 201
         html = await (await client.get("/alerts", headers=admin)).get_data(as_text=True)
         assert f'id="alert--{rule_id}"' in html and "hot &lt;b&gt;" in html and "data-live" in html
         assert "/ack" in html and "alert-silence" in html  # admins may acknowledge and silence
+        assert "ops-chat" in html and "Send test" in html and "channel-create" in html  # and manage channels
         html = await (await client.get("/alerts", headers=viewer)).get_data(as_text=True)
         assert f'id="alert--{rule_id}"' in html and "Not acknowledged" in html
         assert "/ack" not in html and "alert-silence" not in html
+        assert "ops-chat" not in html and "Send test" not in html
         assert (await client.post(f"/api/alerts/rules/{rule_id}/ack", headers=admin)).status_code == 200
         panel = await (await client.get("/alerts/panel", headers=viewer)).get_data(as_text=True)
         assert "Acknowledged by" in panel and "Recent transitions" in panel

@@ -22,4 +22,6 @@ export function init() {
     }, 100);
   };
   for (const type of ["alert", "alert_ack", "alert_silence", "alert_rule", "reset"]) on(type, refresh);
+  // Channel changes and test sends make no stream event: re-read once htmx has the answer.
+  box.addEventListener("htmx:afterRequest", (e) => { if (e.target.closest("[data-refresh]")) refresh(); });
 }

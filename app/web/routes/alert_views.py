@@ -12,9 +12,10 @@ from typing import Any
 
 from quart import Blueprint, Response, render_template, request
 
+from app.alerts.channels import public
 from app.alerts.marks import HistoryQuery, SilenceBody
 from app.auth.access import ADMIN, ANNOTATE, READ
-from app.auth.guard import current_identity
+from app.auth.guard import current_identity, may
 from app.documents.versioned import check_id
 from app.errors import BadRequest, NotFound
 from app.services import services
@@ -25,6 +26,8 @@ from app.web.routes.page_context import page_settings
 from app.web.routing import BODY_ERRORS, DEVICE, Param, route
 
 bp = Blueprint("alert_views", __name__)
+
+CHANNEL_LOG_SHOWN = 5
 
 RULE = Param("rule_id", "path", description="an alert rule id", required=True)
 HISTORY_PARAMS = (
@@ -70,8 +73,15 @@ async def _firing() -> tuple[list[dict[str, Any]], str]:
 
 async def _panel() -> dict[str, Any]:
     firing, cursor = await _firing()
-    transitions, _ = await services().alerting.marks.history(HistoryQuery(limit=50), current_identity().sees_device)
-    return {"firing": firing, "transitions": transitions, "cursor": cursor}
+    alerting = services().alerting
+    transitions, _ = await alerting.marks.history(HistoryQuery(limit=50), current_identity().sees_device)
+    channels = []
+    if may("rules"):  # channels (and their URLs) are for admins only
+        for channel in await alerting.channels.all():
+            channels.append(
+                {**public(channel), "log": (await alerting.channels.log(channel["id"]))[:CHANNEL_LOG_SHOWN]}
+            )
+    return {"firing": firing, "transitions": transitions, "channels": channels, "cursor": cursor}
 
 
 @route(bp, "GET", "/alerts", access=READ, summary="The alerts page (HTML)", tag="pages", ok_type="text/html")
