@@ -117,3 +117,17 @@ async def test_bad_no_data_rules_name_the_field(client: QuartClient) -> None:
         assert response.status_code == 422, body
         assert field in [d["field"] for d in (await response.get_json())["detail"]], (body, await response.get_json())
     assert (await (await client.get("/api/alerts/rules")).get_json())["rules"] == []
+
+
+async def test_series_page_shows_no_data_rules(client: QuartClient) -> None:
+    answer = await client.post(
+        "/api/alerts/rules", json={"device": "pump-1", "metric": "temp", "kind": "no_data", "no_data_seconds": 90}
+    )
+    assert answer.status_code == 201
+    html = await (await client.get("/series/pump-1/temp", headers={"Accept": "text/html"})).get_data(as_text=True)
+    assert "no reading for 90 s" in html and 'name="no_data_seconds"' in html and "None" not in html
+    # The form posts what it shows: channels as a comma list (empty: none).
+    rule_id = (await answer.get_json())["id"]
+    edited = await client.post(f"/api/alerts/rules/{rule_id}", form={"no_data_seconds": "120", "channels": ""})
+    assert edited.status_code == 200, await edited.get_data(as_text=True)
+    assert (await edited.get_json())["no_data_seconds"] == 120 and (await edited.get_json())["channels"] == []

@@ -117,7 +117,9 @@ function onRule(ev) {
   if (!ruleBusy(li)) {
     fragment(`/fragments/rule/${encodeURIComponent(rule.id)}`, li, "outerHTML");
   } else {
-    li.querySelector(".rule-text").textContent = `${rule.name || ""} ${rule.op} ${fmtValue(rule.threshold)}`;
+    li.querySelector(".rule-text").textContent = rule.kind === "no_data"
+      ? `${rule.name || ""} no reading for ${rule.no_data_seconds} s`
+      : `${rule.name || ""} ${rule.op} ${fmtValue(rule.threshold)}`;
   }
 }
 
