@@ -17,6 +17,7 @@ from app.ingest import fast_path as fast_ingest
 from app.ops import logs
 from app.settings import Settings
 from app.web import assets, security_headers
+from app.web.cors import Cors
 from app.web.routes import (
     alert_channels,
     alert_views,
@@ -79,6 +80,8 @@ def create_app(settings: Settings | None = None) -> Quart:
         write_routes.bp,
     ):
         app.register_blueprint(blueprint)
+    # CORS for the allowed origins (LIVEDASH_CORS_ORIGINS) around everything, the ingest fast path included.
+    app.asgi_app = Cors(app.asgi_app, settings.cors_origin_set)  # type: ignore[method-assign]
     # Outermost: a refusal sent before the body was read keeps the keep-alive connection usable.
     app.asgi_app = UnreadBody(app.asgi_app)  # type: ignore[method-assign]
 

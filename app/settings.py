@@ -188,6 +188,11 @@ class Settings(BaseSettings):
     auth_failure_limit: int = Field(30, ge=1)
     auth_failure_window: float = Field(60 * SECONDS, gt=0)
     audit_refusals_maxlen: int = Field(1_000, ge=10)
+    # Pages on other origins (docs/embed.md): the origins allowed to call the API and follow the stream,
+    # a comma list of scheme://host[:port]; empty: none (no CORS headers at all).
+    cors_origins: str = Field("", max_length=4_000)
+    # How long a stream ticket (POST /api/stream/ticket, for EventSource) may wait to be used, once.
+    stream_ticket_ttl: float = Field(60 * SECONDS, gt=0, le=3_600)
 
     # --- JWTs from an external issuer (app/auth/issuer.py, docs/auth.md) --------------------
     # Accepted as Bearer tokens (and exchanged for a browser session) when a secret or a JWKS URL is set.
@@ -252,6 +257,21 @@ class Settings(BaseSettings):
                     f"LIVEDASH_WEBHOOK_ALLOW_NETWORKS: {part!r} is not a network (e.g. 127.0.0.0/8)"
                 ) from None
         return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_parse(cls, value: str) -> str:
+        for origin in (o.strip() for o in value.split(",") if o.strip()):
+            if not re.fullmatch(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?", origin):
+                raise ValueError(
+                    f"LIVEDASH_CORS_ORIGINS: {origin!r} is not an origin (scheme://host[:port], no path, no '*')"
+                )
+        return value
+
+    @property
+    def cors_origin_set(self) -> frozenset[str]:
+        """The allowed origins, as browsers send them in ``Origin`` (lower-case scheme and host)."""
+        return frozenset(o.strip().lower() for o in self.cors_origins.split(",") if o.strip())
 
     @field_validator("rollup_tiers")
     @classmethod

@@ -40,6 +40,7 @@ from urllib.parse import quote
 from quart import Quart, Response, g, request
 from redis.asyncio import Redis
 
+from app.auth import tickets
 from app.auth.access import (
     ADMIN,
     ANNOTATE,
@@ -72,6 +73,8 @@ CHALLENGE = {"WWW-Authenticate": 'Bearer realm="livedash"'}
 # clients and Telegraf's outputs.influxdb send with username/password). Nowhere else: a browser may replay
 # Basic credentials by itself, and these answer no challenge that would make it ask for them.
 BASIC_AUTH_ENDPOINTS = frozenset({"write.write", "write.write_v2", "write.query"})
+# Where ?ticket= (a single-use stream ticket, app/auth/tickets.py) is a credential: EventSource sends no header.
+TICKET_ENDPOINTS = frozenset({"stream.stream"})
 
 
 def basic_password(token: str) -> str:
@@ -236,6 +239,9 @@ class Guard:
             if identity is None:
                 raise Unauthorized("unknown, revoked or expired token", code="bad_credentials", headers=CHALLENGE)
             return identity
+        ticket = request.args.get("ticket") if request.endpoint in TICKET_ENDPOINTS else None
+        if ticket is not None:
+            return await tickets.redeem(self, ticket)
         cookie = request.cookies.get(COOKIE_NAME)
         if cookie and self.settings.secret_key:
             session_id = self.sessions.session_id(cookie)

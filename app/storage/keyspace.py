@@ -156,6 +156,10 @@ class Keys:
     def session(self, session_id: str) -> str:
         return f"{self.prefix}session:{session_id}"
 
+    def stream_ticket(self, ticket_id: str) -> str:
+        """A stream ticket that was used (SET NX, expiring with the ticket): a second use finds it."""
+        return f"{self.prefix}stream-ticket:{ticket_id}"
+
     def write_rate(self, token_hash: str) -> str:
         return f"{self.prefix}write-rate:{token_hash}"
 

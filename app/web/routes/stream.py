@@ -12,13 +12,17 @@ writes the stream; this module decides whether it may open). A named
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from quart import Blueprint, Response, request
 
+from app.auth import tickets
 from app.auth.access import READ
-from app.auth.guard import visible_topics
+from app.auth.guard import current_identity, visible_topics
 from app.errors import BadRequest, Unavailable
 from app.events.drain import event_stream
 from app.services import services
+from app.web.bodies import optional_body, topic_filter
 from app.web.routing import TOPICS, Param, route
 
 bp = Blueprint("stream", __name__)
@@ -66,6 +70,11 @@ Retry-After (use `/api/events`)."""
         Param("format", description="json (default) or html"),
         Param("last_event_id", description="resume after this id (for clients that cannot set headers)"),
         Param("Last-Event-ID", "header", "resume after this id"),
+        Param(
+            "ticket",
+            description="a stream ticket from POST /api/stream/ticket, instead of a header or cookie "
+            "(EventSource cannot send headers): single use, short-lived",
+        ),
     ),
     ok_type="text/event-stream",
     errors=(400, 503),
@@ -95,3 +104,39 @@ async def stream() -> Response:
     )
     response.timeout = None  # a stream lives until the client or the server ends it
     return response
+
+
+@route(
+    bp,
+    "POST",
+    "/api/stream/ticket",
+    access=READ,
+    summary="A single-use stream ticket for EventSource (pages on other origins)",
+    tag="events",
+    description="With a credential in a header (a token or a JWT; or a session cookie with X-CSRF-Token): a "
+    "signed ticket to open one `GET /api/stream?ticket=...` within `LIVEDASH_STREAM_TICKET_TTL` seconds (60), so "
+    "the long-lived credential never goes into a URL. Optional `topics` (JSON or form, a comma list or a list): "
+    "the ticket's topics, each within the credential's scope (403 otherwise); absent: whatever the credential "
+    "sees. Refused when used after its time, a second time, or after its credential was revoked (401 "
+    "`bad_ticket`, `reason` expired / used / revoked / invalid). docs/embed.md.",
+    ok=201,
+    errors=(400, 403, 415),
+)
+async def stream_ticket() -> tuple[dict[str, object], int]:
+    body, _ = await optional_body()
+    raw = body.get("topics") if isinstance(body, dict) else None
+    if isinstance(raw, list):
+        raw = ",".join(str(t) for t in raw)
+    if raw is not None and not isinstance(raw, str):
+        raise BadRequest("topics: a comma list of topic patterns, or a list of them", code="bad_topics")
+    identity = current_identity()
+    settings = services().settings
+    topics = tickets.ticket_topics(identity, topic_filter(raw))
+    ticket, record = tickets.mint(identity, topics, settings.secret_key or "", settings.stream_ticket_ttl)
+    return {
+        "ticket": ticket,
+        "expires_at": record.expires_at,
+        "expires_in": settings.stream_ticket_ttl,
+        "topics": list(topics) if topics is not None else None,
+        "url": "/api/stream?" + urlencode({"ticket": ticket}),
+    }, 201
