@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -275,3 +276,25 @@ async def test_a_ticket_is_at_most_its_tokens_scope(secure_server: AppServer) ->
         # Without topics: the token's own scope.
         wide = await ticket(http, scoped)
         assert wide["topics"] == ["device/pump-*"]
+
+
+async def test_a_browser_session_gets_tickets_that_end_with_it(secure_server: AppServer) -> None:
+    async with client(secure_server) as http, client(secure_server) as elsewhere:
+        viewer, _ = await make_token(http, "viewer")
+        assert (await http.get(f"/login?token={viewer}")).status_code == 303
+        page = await http.get("/")
+        match = re.search(r'<meta name="csrf-token" content="([^"]+)">', page.text)
+        assert match
+        csrf = {"X-CSRF-Token": match.group(1), "Origin": ALLOWED}
+        # A cookie write: the session's CSRF token is required, as for any other.
+        assert (await http.post("/api/stream/ticket", headers={"Origin": ALLOWED})).status_code == 403
+        first = (await http.post("/api/stream/ticket", headers=csrf)).json()
+        second = (await http.post("/api/stream/ticket", headers=csrf)).json()
+        # The ticket alone opens the stream (no cookie on this client).
+        async with aconnect_sse(elsewhere, "GET", str(first["url"])) as source:
+            assert source.response.status_code == 200
+            stream = Stream(source)
+            await next_event(stream, {"ready"})
+        assert (await http.post("/logout", headers=csrf)).status_code in (200, 204, 303)
+        response = await elsewhere.get(str(second["url"]))
+        assert response.status_code == 401 and response.json()["reason"] == "revoked"
