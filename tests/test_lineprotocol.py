@@ -253,7 +253,7 @@ async def test_gzip_bomb_is_refused(make_settings: Callable[..., Settings]) -> N
 
 
 async def test_batch_limit(make_settings: Callable[..., Settings]) -> None:
-    # 413: Telegraf's InfluxDB outputs split the batch and send both halves.
+    # 413, nothing stored: more readings than LIVEDASH_LINE_MAX_READINGS in one request.
     app = create_app(make_settings(line_max_readings=2))
     async with app.test_app():
         response = await app.test_client().post(

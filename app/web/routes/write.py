@@ -80,7 +80,7 @@ async def _store_lines(text: str, precision: str) -> Response:
     rejected = len(syntax) + len(batch.rejected_lines)
     if len(batch.readings) > settings.line_max_readings:
         telemetry.INGEST_REJECTED.labels("line").inc()
-        # 413: Telegraf's InfluxDB outputs split the batch in two and send both halves.
+        # 413, nothing stored: the limit is set so that Telegraf's default batches fit (docs/ingest.md).
         raise PayloadTooLarge(
             f"batch too large: {len(batch.readings)} readings, at most {settings.line_max_readings} "
             "(LIVEDASH_LINE_MAX_READINGS); send fewer lines per request",
