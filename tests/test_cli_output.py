@@ -103,7 +103,7 @@ def _ready(url: str) -> bool:
 def test_readme_line_protocol_example(start_server: Callable[..., AppServer]) -> None:
     server = start_server()
     readme = (ROOT / "README.md").read_text()
-    match = re.search(r"`(cpu,device=a\s+usage_idle=97)` → reading `a` / `cpu.usage_idle`", readme)
+    match = re.search(r"`(cpu,device=a\s+usage_idle=97)`\s+→\s+reading\s+`a`\s+/\s+`cpu.usage_idle`", readme)
     assert match is not None, "the README's example"
     line = " ".join(match.group(1).split())
     response = httpx.post(server.url + "/api/write", content=line)
