@@ -47,7 +47,7 @@ from app.documents.versioned import Actor
 from app.events.event import ZERO_ID
 from app.storage import lua as scripts
 from app.storage.keyspace import Keys
-from app.validation import parse_model, shaped
+from app.validation import BLANK_PATTERN, parse_model, shaped
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +93,21 @@ class Leave(BaseModel):
     session: Session
 
 
+def _blank_is_default(schema: dict[str, Any]) -> None:
+    """The JSON Schema (the API description) says what ``_blank_user`` and ``_blank_state`` do: null or blank
+    is the default."""
+    shape = {key: schema.pop(key) for key in list(schema) if key not in ("default", "title", "description")}
+    schema["anyOf"] = [shape, {"type": "string", "pattern": BLANK_PATTERN}, {"type": "null"}]
+
+
 class Heartbeat(Leave):
     user: User | None = Field(
         None,
         description="Ignored while authentication is on: who is present is the caller's identity. With "
         "LIVEDASH_AUTH=off, the name shown, marked `self_declared: true`.",
+        json_schema_extra=_blank_is_default,
     )
-    state: State = "viewing"
+    state: State = Field("viewing", json_schema_extra=_blank_is_default)
 
     # Forms post empty fields as ""; that means "not given", not a name or state.
     @field_validator("user", mode="before")

@@ -22,6 +22,27 @@ from app.errors import Unprocessable
 
 # Device and metric names, tag keys.
 SLUG_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+# White space as str.strip() and str.isspace() see it, as a regex class (Python and JSON Schema alike):
+# a blank form field, user name or state is one made only of these.
+SPACE_CLASS = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+BLANK_PATTERN = rf"^[{SPACE_CLASS}]*$"
+
+
+def not_null(schema: dict[str, Any]) -> None:
+    """``json_schema_extra`` of a field that may be left out but not sent as null: its JSON Schema says so.
+
+    (``X | None = None`` with a validator refusing an explicit null; the validation is unchanged.)
+    """
+    if isinstance(schema.get("anyOf"), list):
+        kept = [branch for branch in schema.pop("anyOf") if branch.get("type") != "null"]
+        if len(kept) == 1:
+            schema.update(kept[0])
+        else:
+            schema["anyOf"] = kept
+    if "default" in schema and schema["default"] is None:
+        del schema["default"]
+
+
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
 
 # Epoch ms between 2000-01-01 and 2200-01-01: catches seconds sent as ms.

@@ -31,7 +31,7 @@ from app.events.event import ZERO_ID
 from app.settings import Settings
 from app.storage import lua as scripts
 from app.storage.keyspace import Keys, series_id
-from app.validation import Slug
+from app.validation import Slug, not_null
 
 FIELDS = (
     "name",
@@ -61,9 +61,10 @@ def _not_bool(value: Any) -> Any:
     return value
 
 
-Number = Annotated[float, BeforeValidator(_not_bool), Field(allow_inf_nan=False)]
-NonNegative = Annotated[float, BeforeValidator(_not_bool), Field(ge=0, allow_inf_nan=False)]
-Duration = Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=MAX_MIN_DURATION_MS)]
+# Field before the BeforeValidator, so its bounds reach the JSON Schema as minimum / maximum.
+Number = Annotated[float, Field(allow_inf_nan=False), BeforeValidator(_not_bool)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False), BeforeValidator(_not_bool)]
+Duration = Annotated[int, Field(ge=0, le=MAX_MIN_DURATION_MS), BeforeValidator(_not_bool)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Op = Literal["above", "below"]
 Kind = Literal["threshold", "no_data"]
@@ -116,18 +117,19 @@ class RuleUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # not_null: these may be left out, but not sent as null (_not_null); the JSON Schema says so.
     name: Name | None = None
-    device: Slug | None = None  # may be sent (forms re-post it) but must not change
-    metric: Slug | None = None
-    tags: Tags | None = None
-    op: Op | None = None
-    threshold: Number | None = None
-    hysteresis: NonNegative | None = None
-    min_duration_ms: Duration | None = None
-    no_data_seconds: NoDataSeconds | None = None
-    channels: Channels | None = None
-    kind: Kind | None = None  # may be sent but must not change
-    enabled: bool | None = None
+    device: Slug | None = Field(None, json_schema_extra=not_null)  # may be sent (forms re-post it) but must not change
+    metric: Slug | None = Field(None, json_schema_extra=not_null)
+    tags: Tags | None = Field(None, json_schema_extra=not_null)
+    op: Op | None = Field(None, json_schema_extra=not_null)
+    threshold: Number | None = Field(None, json_schema_extra=not_null)
+    hysteresis: NonNegative | None = Field(None, json_schema_extra=not_null)
+    min_duration_ms: Duration | None = Field(None, json_schema_extra=not_null)
+    no_data_seconds: NoDataSeconds | None = Field(None, json_schema_extra=not_null)
+    channels: Channels | None = Field(None, json_schema_extra=not_null)
+    kind: Kind | None = Field(None, json_schema_extra=not_null)  # may be sent but must not change
+    enabled: bool | None = Field(None, json_schema_extra=not_null)
     version: int | None = Field(None, ge=1)
 
     _tags = field_validator("tags")(_sorted_tags)

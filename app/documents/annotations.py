@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any, TypeVar
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema, field_validator
 from redis.asyncio import Redis
 
 from app.documents.versioned import NOBODY, Actor, VersionedScript, Written, new_id
@@ -19,7 +19,7 @@ from app.errors import Unprocessable
 from app.ingest.readings import Reading
 from app.settings import Settings
 from app.storage.keyspace import Keys
-from app.validation import Slug, now_ms
+from app.validation import SENSOR_TIME_SCHEMA, Slug, not_null, now_ms
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -51,8 +51,8 @@ def _parse_optional_ts(value: Any) -> int | None:
     return None if value is None or value == "" else _parse_ts(value)
 
 
-Ts = Annotated[int, BeforeValidator(_parse_ts)]
-OptionalTs = Annotated[int | None, BeforeValidator(_parse_optional_ts)]
+Ts = Annotated[int, BeforeValidator(_parse_ts), WithJsonSchema(SENSOR_TIME_SCHEMA)]
+OptionalTs = Annotated[int | None, BeforeValidator(_parse_optional_ts), WithJsonSchema(SENSOR_TIME_SCHEMA)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TAG)]
 Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS)]
@@ -76,12 +76,13 @@ class AnnotationUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    device: Slug | None = None  # may be sent (forms re-post it) but must not change
+    # not_null: these may be left out, but not sent as null (_not_null); the JSON Schema says so.
+    device: Slug | None = Field(None, json_schema_extra=not_null)  # may be sent (forms re-post it) but must not change
     metric: Slug | None = None
-    ts: Ts | None = None
+    ts: Ts | None = Field(None, json_schema_extra=not_null)
     ts_end: OptionalTs = None
-    text: Text | None = None
-    tags: Tags | None = None
+    text: Text | None = Field(None, json_schema_extra=not_null)
+    tags: Tags | None = Field(None, json_schema_extra=not_null)
     author: Author | None = Field(None, description=AUTHOR_NOTE)
     version: int | None = Field(None, ge=1)
 

@@ -17,12 +17,13 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
     field_validator,
 )
 
 from app.errors import Unprocessable
 from app.storage.keyspace import series_id
-from app.validation import Slug, not_bool, now_ms, parse_ts, validation_detail
+from app.validation import SENSOR_TIME_SCHEMA, Slug, not_bool, now_ms, parse_ts, validation_detail
 
 
 class Reading(BaseModel):
@@ -31,7 +32,7 @@ class Reading(BaseModel):
     device: Slug
     metric: Slug
     value: Annotated[float, BeforeValidator(not_bool), Field(allow_inf_nan=False)]
-    ts: int = Field(default_factory=now_ms)
+    ts: Annotated[int, WithJsonSchema(SENSOR_TIME_SCHEMA)] = Field(default_factory=now_ms)
     unit: Annotated[str, StringConstraints(max_length=16)] | None = None
     tags: Annotated[dict[Slug, Annotated[str, StringConstraints(max_length=128)]], Field(max_length=16)] = Field(
         default_factory=dict

@@ -45,12 +45,23 @@ METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 
 
 @dataclass(frozen=True)
+class FromSettings:
+    """A value in a schema that is a setting (the longest long poll, a page size): read when the document is built."""
+
+    setting: str
+
+
+@dataclass(frozen=True)
 class Param:
     name: str
     where: str = "query"
     description: str = ""
     type: str = "string"
     required: bool = False
+    # More JSON Schema: pattern, minimum, enum, items, ... (values may be FromSettings). The schema says
+    # exactly what the handler accepts: what it refuses (400) is outside it.
+    schema: Mapping[str, Any] = field(default_factory=dict)
+    explode: bool = False  # an array: repeated (tag=a&tag=b) rather than a comma list (topics=a,b)
 
 
 @dataclass(frozen=True)
@@ -64,10 +75,15 @@ class Op:
     description: str = ""
     params: tuple[Param, ...] = ()
     body: str | None = None  # a component schema name, or "lines" (line protocol) / "readings"
+    body_required: bool = True  # False: the body may be left out altogether (a delete's precondition)
+    form_only: bool = False  # the body is a form, never JSON (POST /login)
     ok: int = 200
-    ok_schema: str | None = None
+    ok_schema: str | Mapping[str, Any] | None = None  # a component's name, or a schema
     ok_type: str = "application/json"
+    htmx: bool = False  # with HX-Request the answers are HTML fragments (text/html) instead
+    ok_also: tuple[str, ...] = ()  # other types the success may come as, on request (text/csv)
     errors: tuple[int, ...] = ()
+    answers: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)  # more answers, as OpenAPI writes them
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -132,17 +148,40 @@ def route(
     description: str = "",
     params: tuple[Param, ...] = (),
     body: str | None = None,
+    body_required: bool = True,
+    form_only: bool = False,
     ok: int = 200,
-    ok_schema: str | None = None,
+    ok_schema: str | Mapping[str, Any] | None = None,
     ok_type: str = "application/json",
+    htmx: bool = False,
+    ok_also: tuple[str, ...] = (),
     errors: tuple[int, ...] = (),
+    answers: Mapping[int, Mapping[str, Any]] | None = None,
     extra: Mapping[str, Any] | None = None,
     csrf_exempt: bool = False,
     rate_exempt: bool = False,
     fast_path: bool = False,
 ) -> Callable[[F], F]:
     """Register ``method rule`` on ``bp`` and declare the endpoint: access, exemptions, its operation."""
-    op = _op(method, rule, summary, tag, description, params, body, ok, ok_schema, ok_type, errors, extra)
+    op = _op(
+        method,
+        rule,
+        summary,
+        tag,
+        description,
+        params,
+        body,
+        ok,
+        ok_schema,
+        ok_type,
+        errors,
+        extra,
+        body_required=body_required,
+        form_only=form_only,
+        htmx=htmx,
+        ok_also=ok_also,
+        answers=answers,
+    )
 
     def decorator(func: F) -> F:
         bp.add_url_rule(rule, view_func=func, methods=[method.upper()])
@@ -169,14 +208,37 @@ def also(
     description: str = "",
     params: tuple[Param, ...] = (),
     body: str | None = None,
+    body_required: bool = True,
+    form_only: bool = False,
     ok: int = 200,
-    ok_schema: str | None = None,
+    ok_schema: str | Mapping[str, Any] | None = None,
     ok_type: str = "application/json",
+    htmx: bool = False,
+    ok_also: tuple[str, ...] = (),
     errors: tuple[int, ...] = (),
+    answers: Mapping[int, Mapping[str, Any]] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Callable[[F], F]:
     """One more method or path for a handler that has a ``route``: same endpoint, same rules, its own operation."""
-    op = _op(method, rule, summary, tag, description, params, body, ok, ok_schema, ok_type, errors, extra)
+    op = _op(
+        method,
+        rule,
+        summary,
+        tag,
+        description,
+        params,
+        body,
+        ok,
+        ok_schema,
+        ok_type,
+        errors,
+        extra,
+        body_required=body_required,
+        form_only=form_only,
+        htmx=htmx,
+        ok_also=ok_also,
+        answers=answers,
+    )
 
     def decorator(func: F) -> F:
         bp.add_url_rule(rule, view_func=func, methods=[method.upper()])
@@ -201,10 +263,16 @@ def _op(
     params: tuple[Param, ...],
     body: str | None,
     ok: int,
-    ok_schema: str | None,
+    ok_schema: str | Mapping[str, Any] | None,
     ok_type: str,
     errors: tuple[int, ...],
     extra: Mapping[str, Any] | None,
+    *,
+    body_required: bool,
+    form_only: bool,
+    htmx: bool,
+    ok_also: tuple[str, ...],
+    answers: Mapping[int, Mapping[str, Any]] | None,
 ) -> Op:
     if method.upper() not in METHODS:
         raise ValueError(f"{method} {rule}: unknown method")
@@ -218,10 +286,15 @@ def _op(
         description=description,
         params=params,
         body=body,
+        body_required=body_required,
+        form_only=form_only,
         ok=ok,
         ok_schema=ok_schema,
         ok_type=ok_type,
+        htmx=htmx,
+        ok_also=ok_also,
         errors=errors,
+        answers=dict(answers or {}),
         extra=dict(extra or {}),
     )
 
@@ -237,20 +310,37 @@ declare("static", access=None)
 
 
 # --- parameters several routes share -------------------------------------------
+# A device or metric name in a query (app/validation.py's SLUG_PATTERN; a test keeps them equal); empty: any.
+SLUG = r"[A-Za-z0-9_.-]{1,64}"
+OPTIONAL_SLUG = {"pattern": rf"^(?:{SLUG})?$"}
 TOPICS = Param(
     "topics",
     description="comma list of topic patterns, `*` wildcards (device/pump-*); default all. "
     "At most 64 patterns of 200 characters, each with at most 8 `*`.",
+    type="array",
+    schema={
+        "maxItems": 64,
+        # What bodies.topic_filter refuses: CR, LF, NUL, more than 8 stars; a comma separates patterns.
+        "items": {"type": "string", "maxLength": 200, "pattern": r"^[^,*\r\n\x00]*(?:\*[^,*\r\n\x00]*){0,8}$"},
+    },
 )
-DEVICE = Param("device", description="a device slug")
-METRIC = Param("metric", description="a metric slug")
-IF_MATCH = Param("If-Match", "header", 'the version you edited, as its ETag ("3"); or send version in the body')
-ANN_ID = Param("annotation_id", "path", required=True)
-RULE_ID = Param("rule_id", "path", required=True)
-# What a write with a body may answer besides its success.
-BODY_ERRORS = (400, 413, 415, 422, 503)
-# ... and a write to a versioned document (409 stale version, 410 deleted).
-WRITE_ERRORS = (400, 409, 410, 413, 415, 422, 503)
+DEVICE = Param("device", description="a device slug", schema=OPTIONAL_SLUG)
+METRIC = Param("metric", description="a metric slug", schema=OPTIONAL_SLUG)
+# expected_version (app/documents/versioned.py): one version, as its ETag, weak or bare; "*" or empty is none.
+IF_MATCH = Param(
+    "If-Match",
+    "header",
+    'the version you edited, as its ETag ("3"; W/"3" and 3 too; * or empty: none); or send version in the body',
+    schema={"pattern": r'^[ \t]*(?:(?:W/)?"?[0-9]{1,18}"?|\*)?[ \t]*$'},
+)
+# Document ids are made by the server (app/documents/versioned.py's ID_PATTERN); any other id is a 404.
+DOC_ID = {"pattern": r"^[A-Za-z0-9_-]{1,64}$"}
+ANN_ID = Param("annotation_id", "path", required=True, schema=DOC_ID)
+RULE_ID = Param("rule_id", "path", required=True, schema=DOC_ID)
+# What a write with a body may answer besides its success (401, 403, 429 and 503 come from the access rule).
+BODY_ERRORS = (400, 413, 415, 422)
+# ... and a write to a versioned document (404 unknown, 409 stale version, 410 deleted).
+WRITE_ERRORS = (400, 404, 409, 410, 413, 415, 422)
 
 
 def fast_path_op() -> tuple[str, Op]:

@@ -21,12 +21,12 @@ from app.services import services
 from app.validation import parse_model
 from app.web.bodies import json_or_form, optional_body
 from app.web.responses import NO_STORE, json_response
-from app.web.routing import BODY_ERRORS, Param, route
+from app.web.routing import BODY_ERRORS, DOC_ID, Param, route
 
 bp = Blueprint("alert_channels", __name__)
 
 NOUN = "channel"
-CHANNEL_ID = Param("channel_id", "path", description="a channel id", required=True)
+CHANNEL_ID = Param("channel_id", "path", description="a channel id", required=True, schema=DOC_ID)
 FIELDS = (
     "Body: name, kind (webhook | chat), url (http/https; loopback, link-local and metadata addresses refused "
     "unless LIVEDASH_WEBHOOK_ALLOW_NETWORKS allows them), secret (16+ characters; generated when left out), enabled."
@@ -54,6 +54,7 @@ async def list_channels() -> Response:
     summary="Create a notification channel",
     tag="alerts",
     description=FIELDS + " The answer carries the secret, this once.",
+    body="ChannelCreate",
     ok=201,
     errors=BODY_ERRORS,
 )
@@ -87,6 +88,7 @@ async def fetch_channel(channel_id: str) -> Response:
     tag="alerts",
     description=FIELDS + " Fields left out stay; rotate_secret: true makes a new secret (shown in the answer).",
     params=(CHANNEL_ID,),
+    body="ChannelUpdate",
     errors=(*BODY_ERRORS, 404),
 )
 async def update_channel(channel_id: str) -> Response:
@@ -106,9 +108,10 @@ async def update_channel(channel_id: str) -> Response:
     access=ADMIN,
     summary="Delete a notification channel",
     tag="alerts",
-    description="Deliveries still queued for it are dropped; rules naming it keep the id and notify nothing there.",
+    description="Deliveries still queued for it are dropped; rules naming it keep the id and notify nothing there. "
+    "A body, if any, is ignored.",
     params=(CHANNEL_ID,),
-    errors=(404,),
+    errors=(400, 404, 415),
 )
 async def delete_channel(channel_id: str) -> Response:
     await optional_body()
@@ -141,9 +144,10 @@ async def channel_log(channel_id: str) -> Response:
     access=ADMIN,
     summary="Send a test notification",
     tag="alerts",
-    description="One attempt now, with a made-up transition marked test; the answer is the logged attempt.",
+    description="One attempt now, with a made-up transition marked test; the answer is the logged attempt. A body, "
+    "if any, is ignored.",
     params=(CHANNEL_ID,),
-    errors=(404,),
+    errors=(400, 404, 415),
 )
 async def test_channel(channel_id: str) -> Response:
     await optional_body()

@@ -8,6 +8,7 @@ may act on) only those devices' rules, here and on the stream (the
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from quart import Blueprint, Response, render_template, request
@@ -19,24 +20,39 @@ from app.auth.guard import current_identity, may
 from app.documents.versioned import check_id
 from app.errors import BadRequest, NotFound
 from app.services import services
-from app.validation import parse_model, parse_ts
+from app.validation import RFC3339_PATTERN, parse_model, parse_ts
 from app.web.bodies import int_arg, json_or_form, optional_body, slug_arg
 from app.web.responses import NO_STORE, json_response
 from app.web.routes.page_context import page_settings
-from app.web.routing import BODY_ERRORS, DEVICE, Param, route
+from app.web.routing import BODY_ERRORS, DEVICE, DOC_ID, Param, route
 
 bp = Blueprint("alert_views", __name__)
 
+# A history entry's id (a stream id, as `next` gives it): anything else would make Redis refuse the range (a 500).
+HISTORY_ID = r"[1-9][0-9]{0,18}(?:-[0-9]{1,19})?"
+
 CHANNEL_LOG_SHOWN = 5
 
-RULE = Param("rule_id", "path", description="an alert rule id", required=True)
+RULE = Param("rule_id", "path", description="an alert rule id", required=True, schema=DOC_ID)
+# parse_ts's times (RFC 3339 or epoch ms, 2000 to 2200); empty: none.
+_EPOCH_MS = r"(?:9[5-9][0-9]{10}|[1-6][0-9]{12}|7[01][0-9]{11}|72[0-4][0-9]{10})"
+TS_ARG = {"pattern": rf"^(?:{_EPOCH_MS}|{RFC3339_PATTERN.strip('^$')})?$"}
 HISTORY_PARAMS = (
-    Param("rule", description="only this rule's transitions"),
+    Param("rule", description="only this rule's transitions", schema={"pattern": r"^[A-Za-z0-9_-]{0,64}$"}),
     DEVICE,
-    Param("from", description="RFC 3339 or epoch ms: transitions at or after"),
-    Param("to", description="RFC 3339 or epoch ms: transitions at or before"),
-    Param("limit", description="at most this many (1-500, default 100)", type="integer"),
-    Param("before", description="the previous answer's `next`: continue with older transitions"),
+    Param("from", description="RFC 3339 or epoch ms: transitions at or after", schema=TS_ARG),
+    Param("to", description="RFC 3339 or epoch ms: transitions at or before", schema=TS_ARG),
+    Param(
+        "limit",
+        description="at most this many (1-500, default 100)",
+        type="integer",
+        schema={"minimum": 1, "maximum": 500},
+    ),
+    Param(
+        "before",
+        description="the previous answer's `next`: continue with older transitions",
+        schema={"pattern": rf"^(?:{HISTORY_ID})?$"},
+    ),
 )
 
 
@@ -134,11 +150,11 @@ def _time(name: str) -> int | None:
     description="Bounded (LIVEDASH_ALERT_HISTORY_MAXLEN transitions kept). `next` continues with older ones "
     "(as `before`); null when there are none in the range.",
     params=HISTORY_PARAMS,
-    errors=(400,),
+    errors=(400, 404),
 )
 async def history() -> Response:
     before = request.args.get("before") or None
-    if before is not None and not before.replace("-", "", 1).isdigit():
+    if before is not None and not re.fullmatch(HISTORY_ID, before):
         raise BadRequest("query parameter 'before' must be a history id (the previous answer's next)", code="bad_query")
     rule = request.args.get("rule") or None
     query = HistoryQuery(
@@ -161,9 +177,9 @@ async def history() -> Response:
     summary="Acknowledge a firing alert",
     tag="alerts",
     description="Records who and when (from the caller's identity) until the rule's next transition; an "
-    "`alert_ack` event tells everyone. 409 not_firing when the rule is not firing.",
+    "`alert_ack` event tells everyone. 409 not_firing when the rule is not firing. A body, if any, is ignored.",
     params=(RULE,),
-    errors=(404, 409),
+    errors=(400, 404, 409, 415),
 )
 async def ack(rule_id: str) -> Response:
     await optional_body()
@@ -182,6 +198,7 @@ async def ack(rule_id: str) -> Response:
     description="Body: until (RFC 3339 or epoch ms) or duration (90m, 2h, or seconds), at most 30 days; reason. "
     "While silenced, transitions are still evaluated and sent as events (silenced: true) but not notified.",
     params=(RULE,),
+    body="SilenceBody",
     errors=(*BODY_ERRORS, 404),
 )
 async def silence(rule_id: str) -> Response:
@@ -198,8 +215,9 @@ async def silence(rule_id: str) -> Response:
     access=ADMIN,
     summary="End a rule's silence",
     tag="alerts",
+    description="A body, if any, is ignored.",
     params=(RULE,),
-    errors=(404,),
+    errors=(400, 404, 415),
 )
 async def unsilence(rule_id: str) -> Response:
     await optional_body()

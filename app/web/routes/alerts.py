@@ -40,7 +40,16 @@ async def _known_channels(ids: list[str]) -> None:
         raise Unprocessable([{"field": "channels", "error": f"no channel {', '.join(map(repr, unknown))}"}])
 
 
-@route(bp, "GET", "/api/alerts/rules", access=READ, summary="List alert rules", tag="alerts", params=(DEVICE, METRIC))
+@route(
+    bp,
+    "GET",
+    "/api/alerts/rules",
+    access=READ,
+    summary="List alert rules",
+    tag="alerts",
+    params=(DEVICE, METRIC),
+    errors=(400,),
+)
 async def list_rules() -> Response:
     device, metric = slug_arg("device"), slug_arg("metric")
     rules, cursor = await services().alerts.rules()
@@ -63,6 +72,8 @@ async def states() -> Response:
     access=ADMIN,
     summary="Create an alert rule",
     tag="alerts",
+    description="A threshold rule needs metric, op and threshold, a no_data rule no_data_seconds (a device-wide "
+    "no_data rule, without metric, has no tags); channels must name existing channels: else 422.",
     body="RuleCreate",
     ok=201,
     errors=BODY_ERRORS,
@@ -99,6 +110,7 @@ async def fetch(rule_id: str) -> Response:
     access=READ,
     summary="A rule's revisions",
     tag="alerts",
+    description="Stays readable once the rule is deleted (its history, until the tombstone expires).",
     params=(RULE_ID,),
     errors=(404,),
 )
@@ -113,7 +125,7 @@ async def revisions(rule_id: str) -> Response:
     access=ADMIN,
     summary="Update an alert rule",
     tag="alerts",
-    description="Same version rules as annotations.",
+    description="Same version rules as annotations. The series (device, metric, tags) cannot change: 422.",
     params=(RULE_ID, IF_MATCH),
     body="RuleUpdate",
     errors=WRITE_ERRORS,
@@ -137,8 +149,10 @@ async def update(rule_id: str) -> Response:
     access=ADMIN,
     summary="Delete an alert rule",
     tag="alerts",
+    description="Same version rules as an update; the body is optional.",
     params=(RULE_ID, IF_MATCH),
     body="Precondition",
+    body_required=False,
     errors=WRITE_ERRORS,
 )
 @also(
@@ -147,7 +161,10 @@ async def update(rule_id: str) -> Response:
     "/api/alerts/rules/<rule_id>",
     summary="Delete an alert rule",
     tag="alerts",
+    description="Same version rules as an update; the body is optional.",
     params=(RULE_ID, IF_MATCH),
+    body="Precondition",
+    body_required=False,
     errors=WRITE_ERRORS,
 )
 async def delete(rule_id: str) -> Response:

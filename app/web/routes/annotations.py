@@ -28,7 +28,7 @@ from app.web.routes.document_views import (
     revisions_response,
     visible_document,
 )
-from app.web.routes.readings import time_arg
+from app.web.routes.readings import TIME, time_arg
 from app.web.routing import ANN_ID, BODY_ERRORS, DEVICE, IF_MATCH, METRIC, WRITE_ERRORS, Param, also, route
 
 bp = Blueprint("annotations", __name__)
@@ -58,12 +58,21 @@ async def _written(written: Written, status: int = 200) -> Response:
     access=READ,
     summary="List annotations",
     tag="annotations",
+    description="Newest first. `from` after `to` is a 400.",
     params=(
         DEVICE,
         METRIC,
-        Param("from", description="from this time: RFC 3339, epoch ms, or relative (-6h, now-15m)"),
-        Param("to", description="up to this time: RFC 3339, epoch ms, relative, or now"),
+        Param("from", description="from this time: RFC 3339, epoch ms, or relative (-6h, now-15m)", schema=TIME),
+        Param("to", description="up to this time: RFC 3339, epoch ms, relative, or now", schema=TIME),
+        Param("tag", description="only annotations carrying this tag"),
+        Param(
+            "limit",
+            type="integer",
+            description="most annotations (default 100)",
+            schema={"minimum": 1, "maximum": 1000},
+        ),
     ),
+    errors=(400,),
 )
 async def list_annotations() -> Response:
     svc = services()
@@ -88,9 +97,11 @@ async def list_annotations() -> Response:
     access=ANNOTATE,
     summary="Create an annotation",
     tag="annotations",
-    description="201 with `id`, `version: 1`, ETag.",
+    description="201 with `id`, `version: 1`, ETag. `ts_end` before `ts` is a 422. With HX-Request the answer is the "
+    "editor fragment.",
     body="AnnotationCreate",
     ok=201,
+    htmx=True,
     errors=BODY_ERRORS,
 )
 async def create() -> Response:
@@ -111,7 +122,9 @@ async def create() -> Response:
     access=READ,
     summary="One annotation",
     tag="annotations",
+    description="With HX-Request: its editor fragment.",
     params=(ANN_ID,),
+    htmx=True,
     errors=(404, 410),
 )
 async def fetch(annotation_id: str) -> Response:
@@ -128,6 +141,7 @@ async def fetch(annotation_id: str) -> Response:
     access=READ,
     summary="An annotation's revisions",
     tag="annotations",
+    description="Stays readable once the annotation is deleted (its history, until the tombstone expires).",
     params=(ANN_ID,),
     errors=(404,),
 )
@@ -143,9 +157,11 @@ async def revisions(annotation_id: str) -> Response:
     summary="Update an annotation",
     tag="annotations",
     description="With `version` (body) or If-Match: applied only if it matches, else 409 with the current "
-    "annotation. Without: last write wins.",
+    "annotation. Without: last write wins. The device cannot change, and `ts_end` may not be before `ts`: 422. "
+    "With HX-Request the answer is the editor fragment (or, on a conflict, both versions).",
     params=(ANN_ID, IF_MATCH),
     body="AnnotationUpdate",
+    htmx=True,
     errors=WRITE_ERRORS,
 )
 async def update(annotation_id: str) -> Response:
@@ -182,9 +198,11 @@ async def _conflict(mine: dict[str, Any], theirs: dict[str, Any]) -> Response:
     access=ANNOTATE,
     summary="Delete an annotation",
     tag="annotations",
-    description="Same version rules as an update.",
+    description="Same version rules as an update; the body is optional. With HX-Request the answer is empty HTML.",
     params=(ANN_ID, IF_MATCH),
     body="Precondition",
+    body_required=False,
+    htmx=True,
     errors=WRITE_ERRORS,
 )
 @also(
@@ -193,7 +211,11 @@ async def _conflict(mine: dict[str, Any], theirs: dict[str, Any]) -> Response:
     "/api/annotations/<annotation_id>",
     summary="Delete an annotation",
     tag="annotations",
+    description="Same version rules as an update; the body is optional. With HX-Request the answer is empty HTML.",
     params=(ANN_ID, IF_MATCH),
+    body="Precondition",
+    body_required=False,
+    htmx=True,
     errors=WRITE_ERRORS,
 )
 async def delete(annotation_id: str) -> Response:

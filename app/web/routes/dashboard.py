@@ -62,7 +62,7 @@ async def tiles() -> str:
     tag="pages",
     ok_type="text/html",
     params=(ANN_ID,),
-    errors=(404,),
+    errors=(404, 410),
 )
 async def note(annotation_id: str) -> str:
     """One note's list item, for a page that learns of it from an event."""
@@ -79,7 +79,7 @@ async def note(annotation_id: str) -> str:
     tag="pages",
     ok_type="text/html",
     params=(RULE_ID,),
-    errors=(404,),
+    errors=(404, 410),
 )
 async def rule(rule_id: str) -> str:
     """One alert rule's list item (summary and editor)."""

@@ -24,7 +24,7 @@ def document() -> dict[str, Any]:
     svc = services()
     if svc.openapi is None:
         # Built on first use: every blueprint is registered by then.
-        svc.openapi = openapi.build(current_app._get_current_object())  # type: ignore[attr-defined]
+        svc.openapi = openapi.build(current_app._get_current_object(), svc.settings)  # type: ignore[attr-defined]
     return svc.openapi
 
 

@@ -20,7 +20,7 @@ from app.auth.guard import visible_topics
 from app.events.event import Event, parse_event_id
 from app.services import services
 from app.web.bodies import float_arg, int_arg
-from app.web.routing import TOPICS, Param, route
+from app.web.routing import TOPICS, FromSettings, Param, route
 
 bp = Blueprint("events", __name__)
 
@@ -45,8 +45,18 @@ def _answer(events: list[bytes], cursor: str, reset: str | None = None) -> Respo
     params=(
         Param("since", description="id of the last event you have"),
         TOPICS,
-        Param("wait", description="seconds to wait for an event (long poll)", type="number"),
-        Param("limit", description="most events to return", type="integer"),
+        Param(
+            "wait",
+            description="seconds to wait for an event (long poll), at most LIVEDASH_LONG_POLL_MAX_WAIT",
+            type="number",
+            schema={"minimum": 0, "maximum": FromSettings("long_poll_max_wait")},
+        ),
+        Param(
+            "limit",
+            description="most events to return, at most LIVEDASH_POLL_PAGE_SIZE",
+            type="integer",
+            schema={"minimum": 1, "maximum": FromSettings("poll_page_size")},
+        ),
     ),
     ok_schema="EventPage",
     errors=(400,),

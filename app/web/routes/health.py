@@ -15,12 +15,14 @@ from app.web.routing import route
 
 bp = Blueprint("health", __name__)
 
+STATUS = {"type": "object", "required": ["status"], "properties": {"status": {"enum": ["ok", "unavailable"]}}}
+
 # How long /readyz waits for a reader that was told to reconnect.
 READER_CATCH_UP = 1.0
 
 
 # Public: liveness and readiness for load balancers.
-@route(bp, "GET", "/healthz", access=PUBLIC, summary="The process answers", tag="operations")
+@route(bp, "GET", "/healthz", access=PUBLIC, summary="The process answers", tag="operations", ok_schema=STATUS)
 async def healthz() -> Response:
     return Response(b'{"status":"ok"}', content_type="application/json")
 
@@ -32,6 +34,7 @@ async def healthz() -> Response:
     access=PUBLIC,
     summary="Redis answers and the event reader runs",
     tag="operations",
+    ok_schema=STATUS,
     errors=(503,),
 )
 async def readyz() -> Response:

@@ -34,6 +34,10 @@ bp = Blueprint("auth", __name__)
 # same-origin, not no-referrer: with no-referrer a browser sends `Origin: null` on our own form's POST,
 # which a browser without Sec-Fetch-Site could then not tell from another site's (cross_site_reason).
 NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "same-origin"}
+SIGNED_IN = {
+    "description": "signed in: a session cookie, and on to `next`",
+    "headers": {"Location": {"schema": {"type": "string"}}, "Set-Cookie": {"schema": {"type": "string"}}},
+}
 
 
 def _settings() -> Settings:
@@ -97,9 +101,12 @@ async def _exchange(token: str, next_path: str) -> Response:
     access=PUBLIC,
     summary="Login form, or exchange ?token= for a session cookie",
     tag="auth",
+    description="The form (200); with a good `token` a session cookie and a 303 to `next` (with auth off, straight "
+    "there); a bad one is the form again with 401.",
     ok_type="text/html",
     params=(Param("token", description="a token (from a login link)"), Param("next", description="where to go")),
     errors=(401, 429),
+    answers={303: SIGNED_IN},
 )
 async def login_page() -> Response:
     next_path = safe_next(request.args.get("next", "/"))
@@ -118,8 +125,12 @@ async def login_page() -> Response:
     access=PUBLIC,
     summary="Exchange a token (form field token) for a session cookie",
     tag="auth",
+    description="A form from another site is refused (403 cross_site_login); a bad token is the form again with 401.",
+    body="Login",
+    form_only=True,
     ok=303,
     ok_type="",
+    answers={303: SIGNED_IN},
     errors=(401, 403, 429),
     csrf_exempt=True,
     rate_exempt=True,
@@ -208,8 +219,18 @@ async def _refuse_cross_site() -> None:
     access=ANY,
     summary="End the browser session",
     tag="auth",
+    description="A 303 to the login form; htmx and clients asking for JSON get `{signed_out: true}` (and HX-Redirect).",
     ok=303,
     ok_type="",
+    answers={
+        303: {"description": "to the login form", "headers": {"Location": {"schema": {"type": "string"}}}},
+        200: {
+            "description": "for htmx (HX-Request) and JSON clients",
+            "content": {
+                "application/json": {"schema": {"type": "object", "properties": {"signed_out": {"const": True}}}}
+            },
+        },
+    },
     rate_exempt=True,
 )
 async def logout() -> Response:
@@ -256,6 +277,7 @@ async def whoami() -> Response:
     access=ANY,
     summary="Renew the browser session",
     tag="auth",
+    description="Only a browser session renews: with a Bearer token (which needs none) the answer is 400 no_session.",
     errors=(400, 401),
     rate_exempt=True,
 )

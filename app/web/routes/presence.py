@@ -27,6 +27,10 @@ bp = Blueprint("presence", __name__)
 
 # A heartbeat is a few short fields; anything bigger is not one.
 MAX_PRESENCE_BODY = 2048
+BEACON = (
+    f"JSON, a form, or text/plain carrying JSON (what navigator.sendBeacon sends); at most {MAX_PRESENCE_BODY} "
+    "bytes (413). A room the credential's scope does not show is a 403."
+)
 
 
 async def presence_body() -> Any:
@@ -51,8 +55,9 @@ async def presence_body() -> Any:
     access=READ,
     summary="Presence heartbeat",
     tag="presence",
+    description=BEACON,
     body="Heartbeat",
-    errors=(400, 415, 422, 503),
+    errors=(400, 413, 415, 422),
 )
 async def heartbeat() -> Response:
     svc = services()
@@ -82,8 +87,9 @@ async def heartbeat() -> Response:
     access=READ,
     summary="Leave a room",
     tag="presence",
+    description=BEACON,
     body="Leave",
-    errors=(400, 415, 422, 503),
+    errors=(400, 413, 415, 422),
     # Sent with navigator.sendBeacon, which cannot set headers: no CSRF token. Forging one needs the
     # tab's random session id, and only ends that tab's presence early (its next heartbeat restores it).
     csrf_exempt=True,
@@ -103,7 +109,11 @@ async def leave() -> Response:
     access=READ,
     summary="Who is in a room",
     tag="presence",
-    params=(Param("room", required=True, description="a room: dashboard, device/pump-1, ..."),),
+    params=(
+        Param(
+            "room", required=True, description="a room: dashboard, device:pump-1, ...", schema={"pattern": ROOM_PATTERN}
+        ),
+    ),
     errors=(400,),
 )
 async def snapshot() -> Response:

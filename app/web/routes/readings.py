@@ -21,16 +21,28 @@ from app.services import Services, services
 from app.settings import parse_duration_ms
 from app.storage.keyspace import series_id
 from app.storage.rollups import COLUMNS, public_row
-from app.validation import SLUG_PATTERN, now_ms, parse_ts
+from app.validation import MIN_TS_MS, RFC3339_PATTERN, SLUG_PATTERN, now_ms, parse_ts
 from app.web.bodies import int_arg, json_or_form, slug_arg
 from app.web.responses import json_response
-from app.web.routing import BODY_ERRORS, DEVICE, METRIC, Param, route
+from app.web.routing import BODY_ERRORS, DEVICE, METRIC, FromSettings, Param, route
 
 bp = Blueprint("metrics", __name__)
 
-TAG = Param("tag", description="key:value, repeatable; values of one key are alternatives, keys all apply")
+TAG = Param(
+    "tag",
+    description="key:value, repeatable; values of one key are alternatives, keys all apply",
+    type="array",
+    explode=True,
+    schema={"items": {"type": "string", "pattern": rf"^{SLUG_PATTERN.strip('^$')}:"}},
+)
+# A time in a query (time_arg): RFC 3339, epoch ms (2000 to 2200), now, or relative to now; empty: none.
+_EPOCH_MS = r"(?:9[5-9][0-9]{10}|[1-6][0-9]{12}|7[01][0-9]{11}|72[0-4][0-9]{10})"
+_RFC3339 = RFC3339_PATTERN.strip("^$")
+TIME = {"pattern": rf"^(?:now|(?:now)?-[1-9][0-9]{{0,5}}(?:ms|s|m|h|d|w)|{_EPOCH_MS}|{_RFC3339})?$"}
 
 MAX_SERIES_PER_QUERY = 200
+DEFAULT_POINTS = 1_000
+MAX_POINTS = 20_000
 
 
 def _form_reading(form: dict[str, str | None]) -> dict[str, object]:
@@ -55,8 +67,9 @@ def _form_reading(form: dict[str, str | None]) -> dict[str, object]:
     access=INGEST,
     summary="Ingest one reading or a batch",
     tag="readings",
-    description="JSON (one object or a list) or a form. A batch is validated whole: all stored, or a 422 naming "
-    "each bad field (`3.value`).",
+    description="JSON (one object or a list, at most LIVEDASH_MAX_BATCH) or a form. A batch is validated whole: "
+    "all stored, or a 422 naming each bad field (`3.value`), also past the series limits "
+    "(LIVEDASH_MAX_SERIES_PER_DEVICE, LIVEDASH_MAX_SERIES). A device token posts only for its devices (403).",
     body="readings",
     ok=202,
     ok_schema="Accepted",
@@ -112,13 +125,35 @@ async def latest() -> Response:
         DEVICE,
         METRIC,
         TAG,
-        Param("limit", type="integer", description="without from: the newest points per series"),
-        Param("from", description="RFC 3339, epoch ms, or relative (-6h, now-15m); absent: the newest points"),
-        Param("to", description="RFC 3339, epoch ms, relative, or now (the default)"),
-        Param("points", type="integer", description="most points or rows per series (default 1000)"),
-        Param("step", description="row width (1m, 1h, or ms): rows merged from the rollup tiers"),
-        Param("format", description="csv: one row per point (or Accept: text/csv)"),
+        Param(
+            "limit",
+            type="integer",
+            description="without from: the newest points per series (at most LIVEDASH_HISTORY_SIZE)",
+            schema={"minimum": 1, "maximum": FromSettings("history_size")},
+        ),
+        Param(
+            "from", description="RFC 3339, epoch ms, or relative (-6h, now-15m); absent: the newest points", schema=TIME
+        ),
+        Param("to", description="RFC 3339, epoch ms, relative, or now (the default)", schema=TIME),
+        Param(
+            "points",
+            type="integer",
+            description=f"most points or rows per series (default {DEFAULT_POINTS})",
+            schema={"minimum": 1, "maximum": MAX_POINTS},
+        ),
+        Param(
+            "step",
+            description="row width (1m, 1h, or ms): rows merged from the rollup tiers",
+            schema={"pattern": r"^(?:[1-9][0-9]{0,9}|[1-9][0-9]{0,5}(?:ms|s|m|h|d|w))?$"},
+        ),
+        Param(
+            "format", description="csv: one row per point (or Accept: text/csv)", schema={"enum": ["json", "csv", ""]}
+        ),
     ),
+    description="A range (`from`) is refused with 400 when `from` is after `to`, when `step` would make more than "
+    f"{MAX_POINTS} rows, or when it matches more than {MAX_SERIES_PER_QUERY} series (narrow it with device, metric "
+    "or tag).",
+    ok_also=("text/csv",),
     errors=(400,),
 )
 async def series() -> Response:
@@ -136,6 +171,9 @@ async def series() -> Response:
         # Today's answer: the newest points of each series.
         found, ids = found[:MAX_SERIES_PER_QUERY], ids[:MAX_SERIES_PER_QUERY]
         limit = int_arg("limit", svc.settings.history_size, 1, svc.settings.history_size)
+        # What only a range uses is still checked: a malformed value is a 400, never silently ignored.
+        int_arg("points", DEFAULT_POINTS, 1, MAX_POINTS)
+        _step_arg(now, now)
         points, cursor = await svc.series.history(ids, limit)
         for sid, r in zip(ids, found, strict=True):
             out.append({**_describe(r), "points": points[sid]})
@@ -152,6 +190,7 @@ async def series() -> Response:
             )
         points_wanted = int_arg("points", DEFAULT_POINTS, 1, MAX_POINTS)
         step = _step_arg(start, end)
+        int_arg("limit", svc.settings.history_size, 1, svc.settings.history_size)  # checked, unused in a range
         try:
             got = await svc.series.range(ids, start, end, points_wanted, step, now)
         except ValueError as exc:
@@ -170,8 +209,6 @@ async def series() -> Response:
     return json_response(body)
 
 
-DEFAULT_POINTS = 1_000
-MAX_POINTS = 20_000
 _RELATIVE = re.compile(r"^(?:now)?-(\d+(?:ms|s|m|h|d|w))$")
 
 
@@ -184,7 +221,9 @@ def time_arg(name: str, now: int) -> int | None:
         return now
     relative = _RELATIVE.match(raw)
     if relative:
-        return now - parse_duration_ms(relative.group(1))
+        # No reading is older than MIN_TS_MS: a longer look back (-999999w) means the same, and must not make
+        # a range scan walk millennia of empty chunks.
+        return max(MIN_TS_MS, now - parse_duration_ms(relative.group(1)))
     try:
         return parse_ts(raw)
     except ValueError as exc:

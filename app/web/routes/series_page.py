@@ -29,7 +29,12 @@ NOTES = 200
     summary="One series' page (HTML)",
     tag="pages",
     ok_type="text/html",
-    params=(Param("device", "path", required=True), Param("metric", "path", required=True), TAG),
+    params=(
+        Param("device", "path", required=True, schema={"pattern": SLUG_PATTERN}),
+        Param("metric", "path", required=True, schema={"pattern": SLUG_PATTERN}),
+        TAG,
+    ),
+    errors=(400, 404),
 )
 async def series(device: str, metric: str) -> str:
     if not (re.match(SLUG_PATTERN, device) and re.match(SLUG_PATTERN, metric)):

@@ -12,6 +12,7 @@ writes the stream; this module decides whether it may open). A named
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlencode
 
 from quart import Blueprint, Response, request
@@ -34,7 +35,7 @@ STREAM_HEADERS = {
 }
 
 LOG_EVENT_TYPES = ("metric", "annotation", "alert_rule", "alert", "presence")
-CONTROL_EVENT_TYPES = ("ready", "reset", "ping", "status", "bye")
+CONTROL_EVENT_TYPES = ("ready", "reset", "ping", "status", "bye", "reauth", "skip")
 
 DESCRIPTION = f"""Server-Sent Events: the live view of the event log.
 
@@ -48,13 +49,59 @@ Control events (not in the log): `ready` (first, `data: {{"cursor"}}`, its id is
 where the stream starts), `reset` (the Last-Event-ID is older than the kept log,
 or the log was lost: re-fetch snapshots, then continue), `ping` (every keep-alive
 interval, `data: {{"ts"}}`), `status` (`{{"state": "stale"|"live"}}` while storage
-is unreachable and back), `bye` (the server is shutting down; reconnect after the
-short `retry:`).
+is unreachable and back), `bye` (the server is shutting down, or the credential
+was revoked; reconnect after the short `retry:`), `reauth` (`{{"expires_at", "renew"}}`:
+the browser session ends soon, renew it), `skip` (`{{"skipped", "reason"}}`: a slow
+stream's backlog was conflated).
 
 Resume with the `Last-Event-ID` header (or `last_event_id=`): missed events are
 replayed first. A stream that stops reading is dropped as a slow consumer and
 resumes the same way. At the per-process stream limit the answer is 503 with
-Retry-After (use `/api/events`)."""
+Retry-After (use `/api/events`); past the per-token stream limit, 429."""
+
+
+def _control(kind: str, data: dict[str, Any], required: tuple[str, ...]) -> dict[str, Any]:
+    payload = {"type": "object", "properties": data, "required": list(required)}
+    return {
+        "properties": {
+            "event": {"const": kind},
+            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": payload},
+        }
+    }
+
+
+_STRING, _INT = {"type": "string"}, {"type": "integer"}
+# One SSE message (what `schema` of text/event-stream describes in OpenAPI 3.1): its fields, and its data by type.
+EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {"event": _STRING, "data": _STRING, "id": _STRING, "retry": _INT},
+    "oneOf": [
+        {
+            "properties": {
+                "event": {"enum": list(LOG_EVENT_TYPES)},
+                # format=json: the Event object; format=html: its rendered fragment (empty when it has none).
+                "data": {
+                    "anyOf": [
+                        {
+                            "contentMediaType": "application/json",
+                            "contentSchema": {"$ref": "#/components/schemas/Event"},
+                        },
+                        {"contentMediaType": "text/html"},
+                    ]
+                },
+            },
+            "required": ["id"],
+        },
+        _control("ready", {"cursor": _STRING}, ("cursor",)),
+        _control("reset", {"reason": _STRING, "cursor": _STRING}, ("reason", "cursor")),
+        _control("ping", {"ts": _INT}, ("ts",)),
+        _control("status", {"state": {"enum": ["stale", "live"]}, "reason": _STRING}, ("state",)),
+        _control("bye", {"reason": _STRING}, ("reason",)),
+        _control("reauth", {"expires_at": _INT, "renew": _STRING}, ("expires_at", "renew")),
+        _control("skip", {"skipped": _INT, "reason": _STRING}, ("skipped", "reason")),
+    ],
+}
 
 
 @route(
@@ -67,7 +114,7 @@ Retry-After (use `/api/events`)."""
     description=DESCRIPTION,
     params=(
         TOPICS,
-        Param("format", description="json (default) or html"),
+        Param("format", description="json (default) or html", schema={"enum": ["json", "html"]}),
         Param("last_event_id", description="resume after this id (for clients that cannot set headers)"),
         Param("Last-Event-ID", "header", "resume after this id"),
         Param(
@@ -77,7 +124,8 @@ Retry-After (use `/api/events`)."""
         ),
     ),
     ok_type="text/event-stream",
-    errors=(400, 503),
+    ok_schema=EVENT_SCHEMA,
+    errors=(400, 429),
     extra={"x-event-types": list(LOG_EVENT_TYPES), "x-control-event-types": list(CONTROL_EVENT_TYPES)},
 )
 async def stream() -> Response:

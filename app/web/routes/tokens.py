@@ -58,6 +58,8 @@ async def list_tokens() -> Response:
     access=ADMIN,
     summary="Create a token (admin); its plaintext is answered once",
     tag="auth",
+    description="Within the caller's own bounds (role, scope, devices), else 403; refused while LIVEDASH_AUTH=off.",
+    body="TokenCreate",
     ok=201,
     errors=(400, 401, 403, 415, 422),
 )
@@ -126,6 +128,7 @@ async def revoke(token_id: str) -> Response:
     tag="auth",
     description='Body `{"name": "Ana Lima"}` (JSON or form). The id, the stable subject, stays.',
     params=(TOKEN_ID,),
+    body="TokenUpdate",
     errors=(400, 401, 403, 404, 415, 422),
 )
 async def rename(token_id: str) -> Response:
@@ -162,8 +165,13 @@ async def rename(token_id: str) -> Response:
     "address in a window and sampled (the 1st, 2nd, 4th, 8th, ... of each kind from an address), each entry with "
     "`source` and `count`.",
     params=(
-        Param("limit", type="integer"),
-        Param("kind", description="security (default) or refusals"),
+        Param(
+            "limit",
+            type="integer",
+            description="most entries (default 100)",
+            schema={"minimum": 1, "maximum": MAX_AUDIT},
+        ),
+        Param("kind", description="security (default) or refusals", schema={"enum": list(KINDS)}),
     ),
     errors=(400, 401, 403),
 )

@@ -133,7 +133,11 @@ WRITE_DESCRIPTION = (
     tag="readings",
     description=WRITE_DESCRIPTION,
     params=(
-        Param("precision", description="timestamp unit: ns (default), us, ms, s"),
+        Param(
+            "precision",
+            description="timestamp unit: ns (default, also when empty), us, ms, s",
+            schema={"enum": ["ns", "us", "ms", "s", ""]},
+        ),
         Param("db", description="ignored (Telegraf sends it)"),
         Param("rp", description="ignored"),
     ),
@@ -160,7 +164,11 @@ async def write() -> Response:
     description=WRITE_DESCRIPTION + " `org` and `bucket` are accepted and ignored: the token decides what it may "
     "write, the device tag where it goes.",
     params=(
-        Param("precision", description="timestamp unit: ns (default), us, ms, s"),
+        Param(
+            "precision",
+            description="timestamp unit: ns (default, also when empty), us, ms, s",
+            schema={"enum": ["ns", "us", "ms", "s", ""]},
+        ),
         Param("org", description="ignored (required by InfluxDB 2.x clients)"),
         Param("orgID", description="ignored"),
         Param("bucket", description="ignored (required by InfluxDB 2.x clients)"),
@@ -187,7 +195,14 @@ async def write_v2() -> Response:
     description="Telegraf's `outputs.influxdb` sends `CREATE DATABASE` here at start (unless "
     "`skip_database_creation = true`). livedash has no databases: the statement is answered as InfluxDB answers "
     "a database that exists, and nothing else is queried here (400).",
-    params=(Param("q", description="the statement (form field or query parameter)"),),
+    params=(
+        Param(
+            "q",
+            required=True,
+            description="the statement (a query parameter, or a form field instead)",
+            schema={"pattern": "^[ \\t]*[Cc][Rr][Ee][Aa][Tt][Ee] [Dd][Aa][Tt][Aa][Bb][Aa][Ss][Ee]"},
+        ),
+    ),
     errors=(400,),
 )
 async def query() -> Response:
