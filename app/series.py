@@ -53,6 +53,7 @@ class SeriesStore:
         max_series: int = 100_000,
         raw_retention_ms: int = 6 * 3_600_000,
         tiers: tuple[tuple[int, int], ...] = ((60_000, 7 * 86_400_000), (3_600_000, 400 * 86_400_000)),
+        max_future_ms: int = 86_400_000,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -60,6 +61,7 @@ class SeriesStore:
         self.log_maxlen = log_maxlen
         self.max_per_device = max_per_device
         self.max_series = max_series
+        self.max_future_ms = max_future_ms
         self.layout = Layout.of(keys.prefix, raw_retention_ms, tiers)
         self._layout_args = self.layout.script_args()
         # Each submitted batch is numbered so a script run knows where one ends (limits refuse a batch whole).
@@ -80,6 +82,7 @@ class SeriesStore:
             max_series=settings.max_series,
             raw_retention_ms=int(settings.raw_retention * 1000),
             tiers=settings.tiers,
+            max_future_ms=int(settings.max_future * 1000),
         )
 
     async def ingest(self, readings: list[Reading]) -> Ingested:
@@ -174,10 +177,14 @@ class SeriesStore:
         points: dict[str, list[tuple[int, float]]] = {}
         for sid, old in zip(series_ids, legacy, strict=True):
             points[sid] = [(int(p[0]), float(p[1])) for p in map(orjson.loads, old)]
-        oldest = now_ms() - raw.keep - raw.span
-        # The next (older) chunk to read of each series still short of points.
+        now = now_ms()
+        oldest = now - raw.keep - raw.span
+        # The next (older) chunk to read of each series still short of points. The walk starts no later than
+        # readings may be dated (LIVEDASH_MAX_FUTURE): one stored before that bound existed, or before it was
+        # lowered, would otherwise send it through every empty chunk from its time back to now.
+        newest_allowed = now + self.max_future_ms
         todo = {
-            sid: raw.chunk_start(int(ts))
+            sid: raw.chunk_start(min(int(ts), newest_allowed))
             for sid, ts in zip(series_ids, newest_ts or [], strict=False)
             if ts is not None and int(ts) >= oldest
         }

@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     # Series history (docs/series.md): raw points for this long, then rollup
     # buckets (min, max, sum, count, last) at each tier's step for its retention.
     raw_retention: float = Field(6 * 3600 * SECONDS, ge=1, le=30 * 86_400)
+    # How far ahead of the server's clock a reading's ts may be. A reading from
+    # the future holds its series' latest value until that time comes and its
+    # history cannot be trimmed until then; a clock set to the wrong zone is at
+    # most 14 h off, so a day leaves room for that and nothing more.
+    max_future: float = Field(86_400 * SECONDS, ge=0, le=366 * 86_400)
     rollup_tiers: str = "1m:7d,1h:400d"
     # A dashboard tile looks stale once its series has been silent this many
     # times its usual interval (the median gap of its recent points).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import math
@@ -13,6 +14,8 @@ import pytest
 import redis as sync_redis
 
 from app import create_app
+from app.ingest.readings import Reading
+from app.services import services_of
 from app.settings import Settings
 
 from .types import QuartClient
@@ -221,3 +224,41 @@ async def test_annotations_take_the_same_range(client: QuartClient) -> None:
     assert [a["text"] for a in (await response.get_json())["annotations"]] == ["bearing replaced"]
     response = await client.get("/api/annotations", query_string={"from": "now", "to": "-1h"})
     assert response.status_code == 400 and "'from'" in (await response.get_json())["detail"]
+
+
+async def test_readings_far_ahead_of_the_clock_are_refused(make_settings: Callable[..., Settings]) -> None:
+    app = create_app(make_settings(max_future=3600))
+    async with app.test_app():
+        client: QuartClient = app.test_client()
+        now = int(time.time() * 1000)
+        soon = {"device": "d", "metric": "m", "value": 1.0, "ts": now + 30 * MINUTE}
+        response = await client.post("/api/metrics", json=[soon, {**soon, "value": 2.0, "ts": "2199-01-01T00:00:00Z"}])
+        assert response.status_code == 422
+        [error] = (await response.get_json())["detail"]
+        assert error["field"] == "1.ts" and "LIVEDASH_MAX_FUTURE" in error["error"]
+        latest = await (await client.get("/api/metrics/latest")).get_json()
+        assert latest["series"] == []  # the batch is refused whole
+
+        assert (await client.post("/api/metrics", json=soon)).status_code == 202
+        # Line protocol names the far-future line and stores the other.
+        lines = f"m,device=d value=3 {(now + 2 * HOUR) * 1_000_000}\nm,device=d value=4 {now * 1_000_000}\n"
+        response = await client.post("/api/write", data=lines.encode(), headers={"Content-Type": "text/plain"})
+        body = await response.get_json()
+        assert response.status_code == 400 and [e["line"] for e in body["detail"]] == [1], body
+        assert "ahead of the server's clock" in body["detail"][0]["error"] and body["accepted"] == 1
+
+
+async def test_a_stored_reading_from_far_ahead_does_not_stall_history(make_settings: Callable[..., Settings]) -> None:
+    """A reading stored before LIVEDASH_MAX_FUTURE existed (or was lowered): the newest-points read stays quick."""
+    app = create_app(make_settings(max_future=3600))
+    async with app.test_app():
+        client: QuartClient = app.test_client()
+        far = Reading.model_validate(
+            {"device": "d", "metric": "m", "value": 9.0, "ts": "2199-06-01T00:00:00Z"},
+            context={"max_future_ms": 200 * 365 * DAY},
+        )
+        await services_of(app).series.ingest([far])
+        await client.post("/api/metrics", json={"device": "d", "metric": "m", "value": 1.0})
+        async with asyncio.timeout(15):  # unbounded, it walked ~4 million empty chunks back from 2199
+            got = await series_range(client)
+        assert [p[1] for p in got["points"]] == [1.0]

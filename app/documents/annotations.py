@@ -16,10 +16,9 @@ from redis.asyncio import Redis
 
 from app.documents.versioned import NOBODY, Actor, VersionedScript, Written, new_id
 from app.errors import Unprocessable
-from app.ingest.readings import Reading
 from app.settings import Settings
 from app.storage.keyspace import Keys
-from app.validation import SENSOR_TIME_SCHEMA, Slug, not_null, now_ms
+from app.validation import SENSOR_TIME_SCHEMA, Slug, not_null, now_ms, parse_ts
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -44,7 +43,7 @@ SCAN_MAX_PAGES = 20
 
 
 def _parse_ts(value: Any) -> int:
-    return Reading._parse_ts(value)  # the readings' parser: RFC 3339 or epoch ms
+    return parse_ts(value)  # the readings' parser (RFC 3339 or epoch ms); a note may be dated ahead
 
 
 def _parse_optional_ts(value: Any) -> int | None:

@@ -36,7 +36,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.ingest.readings import Reading
+from app.ingest.readings import DEFAULT_MAX_FUTURE_MS, Reading, validation_context
 from app.validation import now_ms, validation_detail
 
 PRECISIONS: dict[str, tuple[int, int]] = {
@@ -295,7 +295,9 @@ def metric_name(measurement: str, field_key: str) -> str:
     return measurement if field_key == "value" else f"{measurement}.{field_key}"
 
 
-def to_readings(points: list[Point], *, device_tag: str, precision: str) -> Batch:
+def to_readings(
+    points: list[Point], *, device_tag: str, precision: str, max_future_s: float = DEFAULT_MAX_FUTURE_MS / 1000
+) -> Batch:
     """Readings for every numeric field of every good line.
 
     A line is taken whole or not at all: one invalid reading refuses its line
@@ -304,6 +306,7 @@ def to_readings(points: list[Point], *, device_tag: str, precision: str) -> Batc
     """
     batch = Batch()
     server_ts = now_ms()
+    context = validation_context(max_future_s)
     for point in points:
         errors: list[dict[str, Any]] = []
         readings: list[Reading] = []
@@ -323,7 +326,7 @@ def to_readings(points: list[Point], *, device_tag: str, precision: str) -> Batc
                 if tags:
                     candidate["tags"] = tags
                 try:
-                    readings.append(Reading.model_validate(candidate))
+                    readings.append(Reading.model_validate(candidate, context=context))
                 except ValidationError as exc:
                     for err in validation_detail(exc):
                         errors.append({"line": point.line, "field": err["field"], "error": err["error"]})

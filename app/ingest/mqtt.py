@@ -48,7 +48,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from app.ingest.pipeline import ingest
-from app.ingest.readings import Reading
+from app.ingest.readings import DEFAULT_MAX_FUTURE_MS, Reading, validation_context
 from app.ops import telemetry
 from app.services import Services
 from app.storage import lua as scripts
@@ -109,7 +109,9 @@ def to_reading(template: TopicTemplate, topic: str, payload: bytes) -> Reading:
     return parse_message(template, topic, payload)[0]
 
 
-def parse_message(template: TopicTemplate, topic: str, payload: bytes) -> tuple[Reading, bool]:
+def parse_message(
+    template: TopicTemplate, topic: str, payload: bytes, max_future_s: float = DEFAULT_MAX_FUTURE_MS / 1000
+) -> tuple[Reading, bool]:
     """One message → its reading, and whether the payload carried its own ``ts``."""
     device, metric = template.match(topic)
     if len(payload) > MAX_PAYLOAD:
@@ -138,7 +140,7 @@ def parse_message(template: TopicTemplate, topic: str, payload: bytes) -> tuple[
         body[key] = from_topic
     own_ts = body.get("ts") not in (None, "")
     try:
-        return Reading.model_validate(body), own_ts
+        return Reading.model_validate(body, context=validation_context(max_future_s)), own_ts
     except ValidationError as exc:
         detail = "; ".join(f"{e['field']}: {e['error']}" for e in validation_detail(exc))
         raise BadMessage(detail) from None
@@ -268,7 +270,7 @@ class Bridge:
     async def handle(self, topic: str, payload: bytes, retained: bool = False) -> bool:
         """Store one message's reading; False if it is bad (counted and logged) or a stale retained one."""
         try:
-            reading, own_ts = parse_message(self.template, topic, payload)
+            reading, own_ts = parse_message(self.template, topic, payload, self.eng.settings.max_future)
         except BadMessage as exc:
             telemetry.INGEST_REJECTED.labels("mqtt").inc()
             log.warning("MQTT message on %r refused: %s", topic[:100], exc)

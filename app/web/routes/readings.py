@@ -89,7 +89,7 @@ async def ingest() -> Response:
 async def accept_readings(svc: Services, body: Any, identity: Identity) -> dict[str, Any]:
     """A parsed body becomes stored readings (all of them, or none and a 4xx); the 202's body."""
     try:
-        readings = parse_readings(body, max_batch=svc.settings.max_batch)
+        readings = parse_readings(body, max_batch=svc.settings.max_batch, max_future_s=svc.settings.max_future)
     except Unprocessable:
         telemetry.INGEST_REJECTED.labels("http").inc()
         raise

@@ -73,7 +73,9 @@ async def _store_lines(text: str, precision: str) -> Response:
     svc = services()
     settings = svc.settings
     points, syntax = lineprotocol.parse_all(text)
-    batch = lineprotocol.to_readings(points, device_tag=settings.line_device_tag, precision=precision)
+    batch = lineprotocol.to_readings(
+        points, device_tag=settings.line_device_tag, precision=precision, max_future_s=settings.max_future
+    )
     errors = sorted(
         [{"line": e.line, "error": e.message} for e in syntax] + batch.errors, key=lambda item: item["line"]
     )[: lineprotocol.MAX_ERRORS]
