@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ import psutil
 import pytest
 import redis as sync_redis
 
+from app.cli.serve import DEFAULT_BACKLOG
 from app.storage.embedded import EmbeddedServer
 
 from .servers import ROOT, free_port
@@ -30,6 +32,11 @@ from .sse_client import open_stream
 from .test_faults import unread_by_server
 from .test_stream import TS
 from .waiting import async_wait_until, wait_until
+
+
+def somaxconn() -> int:
+    """The kernel's cap on a listen queue."""
+    return int(Path("/proc/sys/net/core/somaxconn").read_text())
 
 
 def procfile_command() -> str:
@@ -189,6 +196,12 @@ async def test_lone_sigterm_to_a_worker_replaces_it_gracefully(
     procfile: Callable[..., ProcfileServer], shared_env: dict[str, str]
 ) -> None:
     server = procfile(**{**shared_env, "WEB_CONCURRENCY": "1"})
+    # A reconnect storm meets a listen queue of DEFAULT_BACKLOG, not hypercorn's 100 (ss: Send-Q of a listener).
+    if shutil.which("ss"):  # iproute2; Debian images have it
+        listening = subprocess.run(
+            ["ss", "-ltnH", f"sport = :{server.port}"], capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert int(listening[2]) == min(DEFAULT_BACKLOG, somaxconn()), listening
     [worker] = server.workers()
     async with open_stream(server.url) as stream:
         await stream.next()

@@ -143,6 +143,10 @@ class ScopedTopics(TopicFilter):
     def everything(self) -> bool:
         return self.scope is None and super().everything
 
+    @property
+    def owner(self) -> str | None:
+        return self.identity.token_id if self.stream else None
+
     def matches(self, topic: str) -> bool:
         return super().matches(topic) and scope_allows(self.scope, topic)
 

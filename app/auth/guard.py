@@ -400,13 +400,7 @@ def visible_topics(raw: str | None, *, stream: bool = False) -> TopicFilter:
         return requested
     if stream:
         limit = services().settings.streams_per_token
-        open_ = sum(
-            1
-            for sub in tuple(services().hub.subscriptions)
-            if isinstance(sub.topics, ScopedTopics)
-            and sub.topics.stream
-            and sub.topics.identity.token_id == identity.token_id
-        )
+        open_ = services().hub.streams_of(identity.token_id)
         if open_ >= limit:
             raise TooManyRequests(
                 f"this token already has {open_} open streams (the limit is {limit}); close one or poll /api/events",

@@ -29,6 +29,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from redis.asyncio import Redis
 
+from app.storage.batching import BatchedGet
 from app.storage.keyspace import Keys
 from app.validation import Slug, parse_model
 
@@ -128,6 +129,7 @@ class TokenStore:
         self.keys = keys
         # This process's LIVEDASH_ADMIN_TOKEN fingerprint (``bootstrap_fingerprint``): live while it is configured.
         self.bootstrap = bootstrap
+        self._batched = BatchedGet(redis)
 
     async def create(self, spec: TokenCreate) -> tuple[str, TokenRecord]:
         """A new token: the plaintext (shown once, to whoever asked) and its record."""
@@ -156,7 +158,8 @@ class TokenStore:
         return await self.by_hash(hash_token(plaintext))
 
     async def by_hash(self, digest: str) -> TokenRecord | None:
-        return self.record_from(await self.redis.get(self.keys.token(digest)))
+        # Batched: a reconnect storm's lookups share MGETs (app/storage/batching.py).
+        return self.record_from(await self._batched.get(self.keys.token(digest)))
 
     @staticmethod
     def record_from(raw: bytes | str | None) -> TokenRecord | None:

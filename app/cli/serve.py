@@ -190,6 +190,13 @@ def embedded_server(settings: Settings) -> Iterator[None]:
             server.stop()
 
 
+# The listen queue. hypercorn's default of 100 overflows when a deploy sends
+# thousands of pages back within a second (the jittered retry of `bye`): the
+# kernel drops the SYNs past it and those clients retry after 1 s, 3 s, 7 s...
+# The kernel caps it at net.core.somaxconn (4096 on current Linux).
+DEFAULT_BACKLOG = 4096
+
+
 def hypercorn_config(argv: list[str]) -> Config:
     """hypercorn's command line, parsed by hypercorn itself, as a Config."""
     import hypercorn.__main__ as hypercorn_cli
@@ -205,7 +212,10 @@ def hypercorn_config(argv: list[str]) -> Config:
     # hypercorn's main() parses and validates its options, then calls run(config).
     with mock.patch.object(hypercorn_cli, "run", capture):
         hypercorn_cli.main(argv)
-    return captured[0]
+    config = captured[0]
+    if not any(arg == "--backlog" or arg.startswith("--backlog=") for arg in argv):
+        config.backlog = DEFAULT_BACKLOG
+    return config
 
 
 def serve(argv: list[str]) -> int:

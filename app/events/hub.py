@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 
 from app.events.conflation import Skip, conflate
@@ -176,6 +176,9 @@ class Hub:
     ) -> None:
         self.queue_size = queue_size
         self.subscriptions: set[Subscription] = set()
+        # Open streams per owner (a token), kept as they come and go: a reconnect storm
+        # of 10,000 streams would otherwise count them all on every open.
+        self._owned: Counter[str] = Counter()
         # Most streams open at once since the set was last rebuilt (see _forget).
         self._peak = 0
         self.last_key: EventKey | None = None
@@ -203,6 +206,8 @@ class Hub:
         stream = cancel_on_overflow
         sub = Subscription(topics, self.queue_size, task, self.pacer if stream else None, conflate=stream)
         self.subscriptions.add(sub)
+        if (owner := topics.owner) is not None:
+            self._owned[owner] += 1
         self._peak = max(self._peak, len(self.subscriptions))
         if self.pacer is not None:
             self.pacer.resize(len(self.subscriptions))
@@ -213,8 +218,22 @@ class Hub:
         if self.pacer is not None:
             self.pacer.resize(len(self.subscriptions))
 
+    def follows_from(self, key: EventKey | None) -> bool:
+        """True when nothing after ``key`` has been dispatched yet while the log is followed:
+        a subscription made now receives every event after ``key``."""
+        return key is not None and self.last_key is not None and self.healthy.is_set() and self.last_key <= key
+
+    def streams_of(self, owner: str) -> int:
+        """How many of this process's streams ``owner`` has open."""
+        return self._owned.get(owner, 0)
+
     def _forget(self, sub: Subscription) -> None:
-        self.subscriptions.discard(sub)
+        if sub in self.subscriptions:
+            self.subscriptions.discard(sub)
+            if (owner := sub.topics.owner) is not None:
+                self._owned[owner] -= 1
+                if self._owned[owner] <= 0:
+                    del self._owned[owner]
         # A set never shrinks its table on removal, and iterating it walks the
         # whole table: after a peak of 10,000 streams, every event's dispatch
         # would cost ~50 µs with none left open. Rebuild it once it is mostly empty.

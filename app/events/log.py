@@ -24,6 +24,7 @@ from redis.exceptions import ResponseError
 from app.events.event import ZERO_ID, Event, EventKey, format_event_id, parse_event_id
 from app.events.topics import TopicFilter
 from app.storage import lua as scripts
+from app.storage.batching import SharedRead
 
 # What redis-py returns for XRANGE / one stream of XREAD (bytes, not decoded).
 StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
@@ -31,10 +32,12 @@ StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
 
 @dataclass(frozen=True, slots=True)
 class Resume:
-    """Where a client resumes: ``reset`` is set when its id cannot be honoured."""
+    """Where a client resumes: ``reset`` is set when its id cannot be honoured; ``replays`` when it is
+    behind the log's head as read (its missed events are replayed before it follows the hub)."""
 
     after: str
     reset: str | None = None
+    replays: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,8 @@ class EventLog:
         self.maxlen = maxlen
         self.epoch_key = epoch_key or f"{key}:epoch"
         self._epoch_script = scripts.load(redis, "epoch")
+        # Concurrent stream opens (a reconnect storm) share one read of the log's state.
+        self._state = SharedRead(self._read_state)
 
     async def epoch(self) -> Epoch:
         """This dataset's epoch, created on first use (or after the data was lost)."""
@@ -112,8 +117,7 @@ class EventLog:
         (another engine, or an engine that lost its data), or older than the
         oldest event kept: ``reset``, resuming from the newest event.
         """
-        info = await self._info()
-        epoch = await self.epoch()
+        info, epoch = await self._state.get()
         head = info["last"]
         if last_id is None:
             return Resume(after=format_event_id(head))
@@ -121,14 +125,17 @@ class EventLog:
         if wanted is None:
             return Resume(after=format_event_id(head), reset="malformed-id")
         if wanted == (0, 0):
-            return Resume(after=ZERO_ID)
+            return Resume(after=ZERO_ID, replays=head > (0, 0))
         if wanted < epoch.floor:
             return Resume(after=format_event_id(head), reset="epoch-changed")
         if wanted > head:
             return Resume(after=format_event_id(head), reset="unknown-id")
         if wanted < info["floor"]:
             return Resume(after=format_event_id(head), reset="expired-id")
-        return Resume(after=format_event_id(wanted))
+        return Resume(after=format_event_id(wanted), replays=wanted < head)
+
+    async def _read_state(self) -> tuple[dict[str, EventKey], Epoch]:
+        return await self._info(), await self.epoch()
 
     async def _info(self) -> dict[str, EventKey]:
         try:

@@ -65,6 +65,11 @@ class TopicFilter:
     def everything(self) -> bool:
         return self._everything
 
+    @property
+    def owner(self) -> str | None:
+        """Whose stream this is, for per-owner stream counts (``Hub.streams_of``); None: nobody's."""
+        return None
+
     def matches(self, topic: str) -> bool:
         if self._everything or topic in self._exact:
             return True
