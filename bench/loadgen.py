@@ -142,7 +142,7 @@ async def open_readers(
 
 
 class HttpConnection:
-    """A keep-alive HTTP/1.1 client connection that POSTs and reads the status."""
+    """A keep-alive HTTP/1.1 client connection that POSTs (or GETs) and reads the status."""
 
     def __init__(self, host: str, port: int, headers: bytes = b"") -> None:
         self.host, self.port = host, port
@@ -151,14 +151,22 @@ class HttpConnection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def post(self, path: str, body: bytes) -> int:
-        if self.writer is None or self.writer.is_closing():
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
-        self.writer.write(
+        return await self._request(
             b"POST %s HTTP/1.1\r\nHost: %s:%d\r\n%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
             % (path.encode(), self.host.encode(), self.port, self.headers, len(body))
             + body
         )
+
+    async def get(self, path: str) -> int:
+        return await self._request(
+            b"GET %s HTTP/1.1\r\nHost: %s:%d\r\n%s\r\n" % (path.encode(), self.host.encode(), self.port, self.headers)
+        )
+
+    async def _request(self, request: bytes) -> int:
+        if self.writer is None or self.writer.is_closing():
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(request)
         status = int((await self.reader.readline()).split()[1])
         length, chunked = 0, False
         while True:

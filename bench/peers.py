@@ -1,9 +1,10 @@
 """The servers under test, each started as our own subprocess on 127.0.0.1.
 
-* ``livedash`` — this repo, started the way tests start it
-  (``python -m hypercorn 'app:create_app()' --worker-class uvloop``) against
-  the bench's private Redis, under a key prefix of its own.
-* ``naive`` — ``bench/baselines/naive_quart.py`` on the same hypercorn flags.
+* ``livedash`` — this repo, started as the Procfile starts it
+  (``python -m app.cli serve`` with the Procfile's flags and default
+  settings) against the bench's private Redis, under a key prefix of its own.
+* ``naive`` — ``bench/baselines/naive_quart.py`` under hypercorn with the same
+  worker class, keep-alive and listen backlog.
 * ``nchan`` — nginx with the Nchan module, config written to a temp dir.
 
 A peer that cannot be had (no nginx, no module) raises ``Unavailable`` from
@@ -29,9 +30,12 @@ from pathlib import Path
 
 import orjson
 
+from app.cli.serve import DEFAULT_BACKLOG
+
 ROOT = Path(__file__).resolve().parent.parent
 NCHAN_MODULE_PATHS = ("/usr/lib/nginx/modules/ngx_nchan_module.so", "/usr/share/nginx/modules/ngx_nchan_module.so")
 START_TIMEOUT = 30.0
+BACKLOG = DEFAULT_BACKLOG
 
 
 class Unavailable(RuntimeError):
@@ -71,6 +75,7 @@ class Peer:
     stream_path: str
     publish_path: str
     batch_ok: bool = True
+    health_path: str = "/healthz"
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
@@ -78,6 +83,7 @@ class Peer:
     # Extra request header lines (CRLF-terminated) for streams and for POSTs: credentials.
     read_headers: bytes = b""
     write_headers: bytes = b""
+    _command: tuple[list[str], dict[str, str]] = ([], {})
 
     @property
     def pid(self) -> int | None:
@@ -85,18 +91,39 @@ class Peer:
 
     def _spawn(self, cmd: list[str], env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
+        self._command = (cmd, env)
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         self._wait_listening()
 
+    def respawn(self) -> None:
+        """Start the same command again on the same port (after ``stop``): a fresh process, as a deploy gives."""
+        cmd, env = self._command
+        assert self.log_path is not None and self.proc is None
+        self._spawn(cmd, env, self.log_path)
+
+    def terminate_group(self) -> None:
+        """SIGTERM to the whole process group, as a platform's deploy sends it; does not wait."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGTERM)
+
+    def wait_exit(self, timeout: float = 30) -> None:
+        assert self.proc is not None
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
     def _wait_listening(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise Unavailable(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}")
+                raise Unavailable(f"{self.name} exited with {self.proc.returncode}: {self._log_tail()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                     # A GET on the stream path proves the app answers, not just the socket.
@@ -110,7 +137,11 @@ class Peer:
             except OSError:
                 pass
             time.sleep(0.2)
-        raise Unavailable(f"{self.name} did not answer within {START_TIMEOUT}s; see {self.log_path}")
+        raise Unavailable(f"{self.name} did not answer within {START_TIMEOUT}s: {self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        assert self.log_path is not None
+        return self.log_path.read_text(errors="replace")[-1500:]
 
     def stop(self) -> None:
         if self.proc is None:
@@ -125,23 +156,29 @@ class Peer:
         self.proc = None
 
 
-def _hypercorn(app_path: str, port: int, workers: int) -> list[str]:
+# The Procfile's flags (bar the address). The listen backlog is livedash serve's default, given to
+# the naive peer too so both meet a reconnect storm with the same kernel queue.
+def _server_flags(port: int, workers: int) -> list[str]:
     return [
-        sys.executable,
-        "-m",
-        "hypercorn",
-        app_path,
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",
         str(workers),
         "--worker-class",
         "uvloop",
-        "--backlog",
-        "4096",
         "--graceful-timeout",
-        "2",
+        "5",
+        "--keep-alive",
+        "20",
     ]
+
+
+def _livedash_serve(port: int, workers: int) -> list[str]:
+    return [sys.executable, "-m", "app.cli", "serve", *_server_flags(port, workers)]
+
+
+def _hypercorn(app_path: str, port: int, workers: int) -> list[str]:
+    return [sys.executable, "-m", "hypercorn", app_path, *_server_flags(port, workers), "--backlog", str(BACKLOG)]
 
 
 def _base_env() -> dict[str, str]:
@@ -166,7 +203,7 @@ def start_livedash(
         "LIVEDASH_DATA_DIR": str(workdir / "livedash-data"),
     }
     env.update(extra_env or {})
-    peer._spawn(_hypercorn("app:create_app()", peer.port, workers), env, workdir / f"{name}-w{workers}.log")
+    peer._spawn(_livedash_serve(peer.port, workers), env, workdir / f"{name}-w{workers}.log")
     return peer
 
 
@@ -233,6 +270,7 @@ http {{
   nchan_shared_memory_size 256M;
   server {{
     listen 127.0.0.1:{port} backlog=4096;
+    location = /health {{ return 200 "ok"; }}
     location = /pub {{
       nchan_publisher;
       nchan_channel_id bench;
@@ -253,7 +291,7 @@ def start_nchan(workdir: Path, workers: int) -> Peer:
     module = next((p for p in NCHAN_MODULE_PATHS if os.path.exists(p)), None)
     if nginx is None or module is None:
         raise Unavailable("nginx or the Nchan module is not installed (apt-get install nginx-light libnginx-mod-nchan)")
-    peer = Peer("nginx-nchan", workers, "/sub", "/pub", batch_ok=False, port=free_port())
+    peer = Peer("nginx-nchan", workers, "/sub", "/pub", batch_ok=False, health_path="/health", port=free_port())
     confdir = workdir / f"nginx-w{workers}"
     confdir.mkdir(exist_ok=True)
     conf = confdir / "nginx.conf"

@@ -64,6 +64,25 @@ IDLE = [
     ("idle CPU %", "idle_cpu_pct"),
 ]
 
+OPEN = [
+    ("seconds to open all", "open_s"),
+    ("opens/s", "opens_per_s"),
+    ("errors", "errors"),
+    ("server CPU s", "server_cpu_s"),
+    ("/healthz p99 ms", "healthz_p99_ms"),
+    ("POST p99 ms", "post_p99_ms"),
+    ("probes failed", "probe_failed"),
+]
+RESTART = [
+    ("old exited s", "old_exited_s"),
+    ("new listening s", "new_listening_s"),
+    ("all streaming again s", "all_back_s"),
+    ("errors", "errors"),
+    ("/healthz p99 ms", "healthz_p99_ms"),
+    ("POST p99 ms", "post_p99_ms"),
+    ("probes failed", "probe_failed"),
+]
+
 
 def render(rows: list[dict[str, Any]]) -> str:
     def pick(kinds: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -74,4 +93,8 @@ def render(rows: list[dict[str, Any]]) -> str:
         _table("Fan-out", FANOUT, pick(("fanout",)))
         + _table("Ingest", INGEST, pick(("ingest-single", "ingest-batch")))
         + _table("Idle streams", IDLE, pick(("idle",)))
+        + _table("Stream-open storm (fresh server, all at once)", OPEN, pick(("open",)))
+        + _table(
+            "Deploy storm (SIGTERM to the process group, new server, clients come back)", RESTART, pick(("restart",))
+        )
     )

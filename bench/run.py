@@ -52,6 +52,9 @@ def matrix(quick: bool, kinds: set[str], max_streams: int, duration: float | Non
         ]
     if "idle" in kinds:
         out.append(Scenario("idle", streams=min(2000 if quick else 10_000, max_streams), duration=3.0))
+    if "storm" in kinds:
+        n = min(2000 if quick else 10_000, max_streams)
+        out += [Scenario("open", streams=n), Scenario("restart", streams=n)]
     if "workers" in kinds:
         out += [
             Scenario("fanout", workers=2, streams=min(1000, max_streams), rate=100, duration=d),
@@ -108,8 +111,13 @@ async def _run_peer(
     except Unavailable as exc:
         print(f"  {name}: unavailable: {exc}", flush=True)
         return [base | _describe(s) | {"unavailable": str(exc)} for s in group]
+    used = False
     try:
         for scenario in group:
+            if scenario.fresh and used:
+                peer.stop()
+                peer.respawn()
+            used = True
             print(f"  {name:12} {scenario.label} ...", end="", flush=True)
             t0 = time.monotonic()
             try:
@@ -142,7 +150,7 @@ def _describe(s: Scenario) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short smoke run: fewer, shorter scenarios")
-    parser.add_argument("--scenarios", default="fanout,ingest,idle,workers", help="comma list of: %(default)s")
+    parser.add_argument("--scenarios", default="fanout,ingest,idle,storm,workers", help="comma list of: %(default)s")
     parser.add_argument("--peers", default=",".join(PEERS), help="comma list of: %(default)s")
     parser.add_argument("--max-streams", type=int, default=10_000, help="cap on N for every scenario")
     parser.add_argument("--duration", type=float, default=None, help="seconds of load per fan-out scenario")

@@ -15,16 +15,18 @@ from typing import Any
 from .loadgen import Sent, open_readers, publish_closed_loop, publish_paced
 from .peers import Peer
 from .procstat import tree_usage
+from .storm import open_storm, restart_storm
 
 HOST = "127.0.0.1"
 DRAIN_TIMEOUT = 5.0
 SETTLE = 1.0
 LATENCY_SAMPLE_STREAMS = 100
+STORM_WITHIN = 60.0
 
 
 @dataclass(frozen=True)
 class Scenario:
-    kind: str  # "fanout" | "ingest-single" | "ingest-batch" | "idle"
+    kind: str  # "fanout" | "ingest-single" | "ingest-batch" | "idle" | "open" | "restart"
     workers: int = 1
     streams: int = 0
     rate: float = 0.0
@@ -33,11 +35,16 @@ class Scenario:
     connections: int = 8
 
     @property
+    def fresh(self) -> bool:
+        """Run on a newly started server: memory and storms must not ride on an earlier scenario's heap."""
+        return self.kind in ("idle", "open", "restart")
+
+    @property
     def label(self) -> str:
         if self.kind == "fanout":
             return f"fanout N={self.streams} R={self.rate:g}/s w={self.workers}"
-        if self.kind == "idle":
-            return f"idle N={self.streams} w={self.workers}"
+        if self.kind in ("idle", "open", "restart"):
+            return f"{self.kind} N={self.streams} w={self.workers}"
         return f"{self.kind} x{self.batch} c={self.connections} w={self.workers}"
 
 
@@ -63,6 +70,10 @@ async def run(peer: Peer, sc: Scenario, redis_pid: int | None) -> dict[str, Any]
         return await _fanout(peer, sc, redis_pid)
     if sc.kind == "idle":
         return await _idle(peer, sc)
+    if sc.kind == "open":
+        return await open_storm(peer, sc.streams, within=STORM_WITHIN)
+    if sc.kind == "restart":
+        return await restart_storm(peer, sc.streams, within=STORM_WITHIN)
     return await _ingest(peer, sc, redis_pid)
 
 

@@ -94,3 +94,9 @@ async def stream() -> Response:
     response = Response(events(), content_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     response.timeout = None
     return response
+
+
+@app.get("/healthz")
+async def healthz() -> dict[str, str]:
+    # What a load balancer polls; the storm scenarios time it during a reconnect storm.
+    return {"status": "ok"}
