@@ -65,6 +65,7 @@ async def open_services(app: Quart, settings: Settings) -> Services:
     events_reader = EventReader(
         hub, reader, EventLog(reader, keys.events, settings.event_log_maxlen, keys.epoch), settings.keepalive_interval
     )
+    fragments = HtmlFragments(app.jinja_loader)
     svc = Services(
         settings=settings,
         keys=keys,
@@ -82,7 +83,8 @@ async def open_services(app: Quart, settings: Settings) -> Services:
         ),
         guard=Guard(settings, redis, keys),
         sampler=telemetry.BrokerSampler(hub, redis),
-        encoders={"json": json_frame, "html": HtmlFragments(app.jinja_loader).frame},
+        encoders={"json": json_frame, "html": fragments.frame},
+        fragments=fragments,
     )
     try:
         await svc.alerting.configure()

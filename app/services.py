@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from app.documents.alert_rules import AlertStore
     from app.documents.annotations import AnnotationStore
     from app.events.event import Event
+    from app.events.fragments import HtmlFragments
     from app.events.hub import Hub
     from app.events.log import EventLog
     from app.events.reader import EventReader
@@ -58,6 +59,8 @@ class Services:
     sampler: BrokerSampler
     # Stream formats: name -> encoder of one event's frame (json, html).
     encoders: dict[str, Callable[[Event], bytes]] = field(default_factory=dict)
+    # The htmx flavour's renderer, shared by the stream (encoders["html"]) and /api/events?format=html.
+    fragments: HtmlFragments | None = None
     # Built on first use (every blueprint is registered by then).
     openapi: dict[str, Any] | None = None
     # Background tasks this process runs for the app; ``stopping`` asks them to finish.

@@ -20,6 +20,8 @@ class BufferingProxy:
         self.buffering = True
         self.port = 0
         self.held_back = 0  # stream responses held back so far
+        # /api/stream exchanges open now: (client, server) writers.
+        self._streams: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
@@ -36,6 +38,16 @@ class BufferingProxy:
 
     async def _listen(self) -> asyncio.Server:
         return await asyncio.start_server(self._handle, "127.0.0.1", 0)
+
+    def drop_streams(self) -> None:
+        """Cut every stream open through the proxy now (as a proxy restart would)."""
+
+        async def cut() -> None:
+            for pair in list(self._streams):
+                for writer in pair:
+                    writer.close()
+
+        asyncio.run_coroutine_threadsafe(cut(), self._loop).result(10)
 
     def stop(self) -> None:
         async def close() -> None:
@@ -67,6 +79,8 @@ class BufferingProxy:
             if hold:
                 self.held_back += 1
             upstream_r, upstream_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            if path.startswith(b"/api/stream"):
+                self._streams.add((client_w, upstream_w))
             upstream_w.write(b"\r\n".join([request_line, *kept, b"Connection: close", b"", b""]))
             to_upstream = asyncio.ensure_future(self._pipe(client_r, upstream_w))
             held: list[bytes] = []
@@ -82,6 +96,8 @@ class BufferingProxy:
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
         finally:
+            if upstream_w is not None:
+                self._streams.discard((client_w, upstream_w))
             for writer in (client_w, upstream_w):
                 if writer is not None:
                     writer.close()

@@ -16,6 +16,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis as sync_redis
@@ -25,6 +26,7 @@ from app import create_app
 from app.settings import Settings
 from app.storage.embedded import EmbeddedServer
 
+from .browsers import ARGS, CHROMIUM
 from .servers import AppServer
 from .types import QuartClient
 
@@ -141,3 +143,17 @@ def start_server(server_env: dict[str, str], tmp_path: Path) -> Iterator[Callabl
 @pytest.fixture
 def server(start_server: Callable[..., AppServer]) -> AppServer:
     return start_server()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium through Playwright, one per test module (skipped without either)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's Chromium is not installed at /usr/bin/chromium")
+    with sync_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 
 from .servers import AppServer
-from .test_browser import browser, open_page, post, pytestmark, sync_api
+from .test_browser import open_page, post, pytestmark, sync_api
 
-__all__ = ["browser", "pytestmark"]  # the fixture and the Chromium/Playwright skip marks of test_browser.py
+__all__ = ["pytestmark"]  # the Chromium/Playwright skip marks of test_browser.py
 
 expect = sync_api.expect
 MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000

@@ -9,20 +9,17 @@ token, and an error page must not start the live client at all.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import pytest
 
+from .browsers import BROWSER_MARKS, WAIT_MS
 from .servers import AppServer
-from .test_browser import ARGS, CHROMIUM, WAIT_MS
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's Chromium is not installed at /usr/bin/chromium"),
-]
+pytestmark = BROWSER_MARKS
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
 expect = sync_api.expect
@@ -35,16 +32,6 @@ SECURE_ENV = {
 }
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 LIVE_CLIENT = ("/api/stream", "/api/events", "/api/presence")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def signed_in(browser: Any, server: AppServer, role: str, name: str | None = None) -> Any:

@@ -15,13 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
+from .browsers import BROWSER_MARKS, WAIT_MS
 from .servers import AppServer
-from .test_browser import ARGS, CHROMIUM, WAIT_MS
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's Chromium is not installed at /usr/bin/chromium"),
-]
+pytestmark = BROWSER_MARKS
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
 
@@ -31,16 +28,6 @@ SECURE_ENV = {
     "SECRET_KEY": "csrf-secret-key-0123456789abcdef0123456789",
     "LIVEDASH_ADMIN_TOKEN": ADMIN_TOKEN,
 }
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture

@@ -45,7 +45,8 @@ async def test_document_covers_models_events_and_errors(client: QuartClient) -> 
     for name in ("Reading", "AnnotationCreate", "RuleCreate", "Heartbeat", "Event", "Error", "EventPage"):
         assert name in schemas, name
     assert set(schemas["Reading"]["required"]) == {"device", "metric", "value"}
-    assert set(schemas["Event"]["properties"]) == {"id", "type", "topic", "ts", "data"}
+    assert set(schemas["Event"]["properties"]) == {"id", "type", "topic", "ts", "data", "html"}  # html: format=html
+    assert set(schemas["Event"]["required"]) == {"id", "type", "topic", "ts", "data"}
     assert set(schemas["Error"]["properties"]) == {"error", "detail"}
     stream = doc["paths"]["/api/stream"]["get"]
     assert stream["x-event-types"] == ["metric", "annotation", "alert_rule", "alert", "presence"]

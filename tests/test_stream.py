@@ -309,6 +309,27 @@ async def test_html_flavour_sends_escaped_fragments(server: AppServer) -> None:
     assert "21.5" in event.data
 
 
+async def test_polling_in_html_gives_the_streams_fragments(server: AppServer) -> None:
+    """/api/events?format=html: each event keeps its JSON data and carries the stream's fragment as html."""
+    cursor = post_readings(server.url, [7.5])[0]
+    note = httpx.post(
+        server.url + "/api/annotations", json={"device": "pump-1", "text": "<i>seal</i>", "ts": TS}, timeout=5
+    )
+    assert note.status_code == 201, note.text
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        page = (await client.get("/api/events", params={"since": "0-0", "format": "html"})).json()
+        async with open_stream(server.url, format="html", last_event_id="0-0") as stream:
+            streamed = await stream.take(2)
+        bad = await client.get("/api/events", params={"format": "xml"})
+    metric, annotation = page["events"]
+    assert metric["id"] == cursor and metric["data"]["value"] == 7.5
+    assert [metric["html"], annotation["html"]] == [e.data for e in streamed]
+    assert 'id="value--pump-1--temp"' in metric["html"] and 'hx-swap-oob="true"' in metric["html"]
+    assert f'id="note--{note.json()["id"]}"' in annotation["html"]
+    assert "&lt;i&gt;seal&lt;/i&gt;" in annotation["html"]
+    assert bad.status_code == 400 and bad.json()["error"] == "bad_query"
+
+
 async def test_a_burst_of_clients_queues_for_redis_instead_of_failing(start_server: Callable[..., AppServer]) -> None:
     """More concurrent requests than Redis connections: they wait for one, none answers 503."""
     server = start_server(LIVEDASH_REDIS_POOL_SIZE="3")

@@ -13,6 +13,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from jinja2 import BaseLoader, Environment, TemplateNotFound, select_autoescape
 
 from app.events.event import Event
@@ -90,3 +91,11 @@ class HtmlFragments:
 
     def frame(self, ev: Event) -> bytes:
         return frame(self.render(ev), event=ev.type, event_id=ev.id)
+
+    def json(self, ev: Event) -> bytes:
+        """The event as in ``/api/events``, with its fragment as ``html`` (``format=html``, for htmx pollers).
+
+        The JSON ``data`` stays: one object shape for both formats, the fragment added beside it.
+        """
+        plain = ev.json()
+        return plain[:-1] + b',"html":' + orjson.dumps(self.render(ev)) + b"}"

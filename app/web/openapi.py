@@ -46,6 +46,9 @@ class Event(BaseModel):
     topic: str = Field(description="e.g. device/pump-1, room/dashboard")
     ts: int = Field(description="when the event was logged, Unix epoch ms")
     data: dict[str, Any] = Field(description="the payload; its shape depends on type")
+    html: str | None = Field(
+        None, description="only with format=html (/api/events): the rendered fragment, empty when the type has none"
+    )
 
 
 class Error(BaseModel):

@@ -6,8 +6,8 @@
 // polling and no presence: it has no room to be present in, and replaying the
 // whole event log into a page that shows none of it would only cost the server.
 import * as alerts from "./alerts.js";
-import { sendCsrfWithHtmx } from "./api.js";
-import { on } from "./bus.js";
+import { api, renewSession, sendCsrfWithHtmx, toLogin } from "./api.js";
+import { emit, on } from "./bus.js";
 import * as chart from "./chart.js";
 import { Connection } from "./connection.js";
 import * as notes from "./notes.js";
@@ -27,7 +27,12 @@ function startLive(d) {
   on("reset", () => {
     if (notes.hasUnsavedEdits() || Date.now() - loaded < 5000) tiles.reload(); else location.reload();
   });
+  // This origin's stream in JSON (the modules draw from the data), with the
+  // session cookie and CSRF token (api.js); all of this page's tabs share it.
   const connection = new Connection({
+    url: "/api/stream", lockName: "livedash:stream", channelName: "livedash",
+    fetch: api, emit: emit, onReauth: renewSession, onSignedOut: toLogin,
+    statusElements: () => [document.getElementById("status")],
     cursor: d.cursor, keepaliveMs: Number(d.keepaliveMs) || 15000, pollWaitS: Number(d.pollWaitS) || 20,
   });
   // The one thing on window: what the connection received, for the browser

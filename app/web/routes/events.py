@@ -3,7 +3,10 @@
 ``since`` is the id of the last event the client has (the stream's ids and
 these are the same ids); the answer is ``{"events": [...], "cursor": id}``
 with events in log order. ``wait`` turns it into a long poll that answers as
-soon as a matching event arrives. An unknown or expired ``since`` gives a
+soon as a matching event arrives. ``format=html`` adds each event's rendered
+fragment as ``html`` (the same fragment as the stream's htmx flavour), so an
+htmx page that falls back to polling swaps the very same markup
+(static/livedash-htmx.js). An unknown or expired ``since`` gives a
 ``reset`` marker (an event of type ``reset`` and ``"reset": true``) so the
 client re-fetches its snapshot.
 """
@@ -17,6 +20,7 @@ from quart import Blueprint, Response, request
 
 from app.auth.access import READ
 from app.auth.guard import visible_topics
+from app.errors import BadRequest
 from app.events.event import Event, parse_event_id
 from app.services import services
 from app.web.bodies import float_arg, int_arg
@@ -46,6 +50,12 @@ def _answer(events: list[bytes], cursor: str, reset: str | None = None) -> Respo
         Param("since", description="id of the last event you have"),
         TOPICS,
         Param(
+            "format",
+            description="json (default), or html: each event also carries its rendered fragment as `html` "
+            "(as the stream's htmx flavour), for htmx pages that poll",
+            schema={"enum": ["json", "html"]},
+        ),
+        Param(
             "wait",
             description="seconds to wait for an event (long poll), at most LIVEDASH_LONG_POLL_MAX_WAIT",
             type="number",
@@ -68,6 +78,10 @@ async def poll() -> Response:
     wait = float_arg("wait", 0.0, 0.0, settings.long_poll_max_wait)
     limit = int_arg("limit", settings.poll_page_size, 1, settings.poll_page_size)
     since = request.args.get("since") or None
+    fmt = request.args.get("format", "json")
+    if fmt not in ("json", "html"):
+        raise BadRequest(f"unknown format {fmt!r}: use one of ['html', 'json']", code="bad_query")
+    encode = svc.fragments.json if fmt == "html" and svc.fragments is not None else Event.json
 
     resume = await svc.log.resume_point(since)
     if resume.reset is not None:
@@ -82,14 +96,14 @@ async def poll() -> Response:
 
     events, cursor = await svc.log.scan(resume.after, topics, limit)
     if events or wait <= 0:
-        return _answer([ev.json() for ev in events], cursor)
+        return _answer([encode(ev) for ev in events], cursor)
 
     # Long poll: subscribe first, then look again, so nothing falls in between.
     sub = svc.hub.subscribe(topics, cancel_on_overflow=False)
     try:
         events, cursor = await svc.log.scan(cursor, topics, limit)
         if events:
-            return _answer([ev.json() for ev in events], cursor)
+            return _answer([encode(ev) for ev in events], cursor)
         upto = parse_event_id(cursor) or (0, 0)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
@@ -105,6 +119,6 @@ async def poll() -> Response:
             fresh = [item for item in sub.drain() if isinstance(item, Event) and item.key > upto][:limit]
         if fresh:
             cursor = fresh[-1].id
-        return _answer([ev.json() for ev in fresh], cursor)
+        return _answer([encode(ev) for ev in fresh], cursor)
     finally:
         svc.hub.unsubscribe(sub)
