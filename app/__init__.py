@@ -16,7 +16,7 @@ from app.events.fragments import install_filters
 from app.ingest import fast_path as fast_ingest
 from app.ops import logs
 from app.settings import Settings
-from app.web import assets, security_headers
+from app.web import assets, raw_stream, security_headers
 from app.web.cors import Cors
 from app.web.routes import (
     alert_channels,
@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     auth.init_app(app, settings)
     security_headers.init_app(app)
     fast_ingest.init_app(app, settings.ingest_fast_path)
+    raw_stream.init_app(app, settings.stream_fast_path)
     for blueprint in (
         auth_routes.bp,
         token_routes.bp,

@@ -110,6 +110,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     # JSON POST /api/metrics answered in front of Quart (app/ingest/fast_path.py).
     ingest_fast_path: bool = True
+    # GET /api/stream answered in front of Quart when a token or session settles it (app/web/raw_stream.py).
+    stream_fast_path: bool = True
 
     # --- demo simulator -----------------------------------------------------
     demo_interval: float = Field(1 * SECONDS, gt=0)

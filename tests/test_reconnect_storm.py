@@ -35,7 +35,9 @@ def calls(client: sync_redis.Redis, command: str) -> int:
 async def test_a_storm_of_stream_opens_shares_its_reads(
     start_server: Callable[..., AppServer], sync_client: sync_redis.Redis
 ) -> None:
-    server = start_server(LIVEDASH_AUTH="on", SECRET_KEY="s" * 32, LIVEDASH_ADMIN_TOKEN=ADMIN)
+    server = start_server(
+        LIVEDASH_AUTH="on", SECRET_KEY="s" * 32, LIVEDASH_ADMIN_TOKEN=ADMIN, LIVEDASH_STREAMS_PER_TOKEN=str(STREAMS)
+    )
     async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN}"}) as http:
         made = await http.post("/api/tokens", json={"role": "viewer", "name": "storm"})
         token = made.json()["token"]

@@ -39,6 +39,7 @@ from urllib.parse import quote
 
 from quart import Quart, Response, g, request
 from redis.asyncio import Redis
+from werkzeug.http import parse_cookie
 
 from app.auth import tickets
 from app.auth.access import (
@@ -58,7 +59,7 @@ from app.auth.sessions import COOKIE_NAME, SessionRecord, SessionStore
 from app.auth.tokens import Role, TokenRecord, TokenStore, bootstrap_fingerprint, hash_token
 from app.errors import Forbidden, TooManyRequests, Unauthorized, wants_json
 from app.events.topics import TopicFilter
-from app.services import services, services_of
+from app.services import Services, services, services_of
 from app.settings import Settings
 from app.storage.keyspace import Keys
 from app.web.bodies import topic_filter
@@ -242,7 +243,10 @@ class Guard:
         ticket = request.args.get("ticket") if request.endpoint in TICKET_ENDPOINTS else None
         if ticket is not None:
             return await tickets.redeem(self, ticket)
-        cookie = request.cookies.get(COOKIE_NAME)
+        return await self.from_cookie(request.cookies.get(COOKIE_NAME))
+
+    async def from_cookie(self, cookie: str | None) -> Identity | None:
+        """The identity of a session cookie we signed, while its session lives; None otherwise."""
         if cookie and self.settings.secret_key:
             session_id = self.sessions.session_id(cookie)
             session = await self.sessions.get(session_id) if session_id else None
@@ -387,20 +391,53 @@ async def bearer_writer(app: Quart, authorization: str, endpoint: str, path: str
     return identity
 
 
+async def stream_reader(app: Quart, authorization: str, cookie_header: str, endpoint: str) -> Identity | None:
+    """For a stream answered outside Quart (``web/raw_stream``): the caller, when a Bearer token or a session
+    cookie settles it.
+
+    ``None`` means not settled here: nobody, a bad token or cookie, a refused
+    JWT, a wrong role. The request then goes through Quart, where
+    ``check_request`` answers it (401 or 403, the refusal counted against its
+    source) as for every other route. Nothing here has a side effect.
+    """
+    svc = services_of(app)
+    if not svc.settings.auth_on:
+        return ANONYMOUS
+    grd = svc.guard
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() not in ("bearer", "token") or not token.strip():
+            return None
+        try:
+            identity = grd.scraper_identity(token.strip()) or await grd.from_token(token.strip())
+        except JwtRefused:
+            return None
+    else:
+        identity = await grd.from_cookie(parse_cookie(cookie_header).get(COOKIE_NAME) if cookie_header else None)
+    roles = allowed_roles(endpoint)
+    if identity is None or roles is None or identity.role not in roles:
+        return None
+    return identity
+
+
 # --- what routes ask ---------------------------------------------------------
 def visible_topics(raw: str | None, *, stream: bool = False) -> TopicFilter:
-    """The requested topic filter narrowed to the caller's scope.
+    """The requested topic filter narrowed to the caller's scope (``scoped_topics`` for the caller)."""
+    return scoped_topics(services(), current_identity(), raw, stream=stream)
+
+
+def scoped_topics(svc: Services, identity: Identity, raw: str | None, *, stream: bool = False) -> TopicFilter:
+    """The requested topic filter narrowed to ``identity``'s scope.
 
     For a stream it also enforces the per-token stream limit (this process):
     the open streams are the hub's subscriptions that carry the same token.
     """
     requested = topic_filter(raw)
-    identity = current_identity()
     if identity is ANONYMOUS:
         return requested
     if stream:
-        limit = services().settings.streams_per_token
-        open_ = services().hub.streams_of(identity.token_id)
+        limit = svc.settings.streams_per_token
+        open_ = svc.hub.streams_of(identity.token_id)
         if open_ >= limit:
             raise TooManyRequests(
                 f"this token already has {open_} open streams (the limit is {limit}); close one or poll /api/events",

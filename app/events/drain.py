@@ -13,7 +13,7 @@ consumer; a revoked credential) or the client goes away.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from app.events.conflation import Skip
 from app.events.event import Event, parse_event_id
@@ -25,7 +25,7 @@ from app.ops.logs import stream_ended
 from app.services import Services
 
 
-async def event_stream(svc: Services, topics: TopicFilter, fmt: str, resume: Resume) -> AsyncIterator[bytes]:
+async def event_stream(svc: Services, topics: TopicFilter, fmt: str, resume: Resume) -> AsyncGenerator[bytes, None]:
     settings = svc.settings
     encode = svc.encoders[fmt]
     hub = svc.hub

@@ -233,6 +233,40 @@ def stream_ended(reason: str, sent: int) -> None:
             life.reason = reason
 
 
+def stream_opened(path: str, topics: str | None, fmt: str | None, last_id: str | None) -> StreamLife:
+    """The stream's open line; returns its life, to be set in the context its body runs in."""
+    fields: dict[str, Any] = {"path": path, "topics": topics or "*", "format": fmt or "json"}
+    if last_id is not None:
+        fields["last_event_id"] = last_id[:64]
+    event(stream_log, logging.INFO, "stream resume" if last_id else "stream open", **fields)
+    life = StreamLife()
+    _stream_var.set(life)
+    return life
+
+
+def stream_closed(life: StreamLife, path: str, exc_type: type | None) -> None:
+    """The stream's close line and metric, with why it ended."""
+    if life.reason:
+        reason = life.reason
+    elif exc_type is not None and issubclass(exc_type, asyncio.CancelledError | GeneratorExit):
+        reason = "client-gone"
+    elif exc_type is not None:
+        reason = "error"
+    else:
+        reason = "ended"
+    telemetry.STREAMS_CLOSED.labels(reason).inc()
+    level = logging.WARNING if reason in ("slow-consumer", "error") else logging.INFO
+    event(
+        stream_log,
+        level,
+        "stream close",
+        path=path,
+        reason=reason,
+        seconds=round(time.monotonic() - life.started, 3),
+        bytes=life.sent,
+    )
+
+
 class LoggedStream(ResponseBody):
     """Wraps a stream's body to log its close with the reason.
 
@@ -254,26 +288,7 @@ class LoggedStream(ResponseBody):
         try:
             await self.inner.__aexit__(exc_type, exc, tb)  # type: ignore[arg-type]
         finally:
-            life = self.life
-            if life.reason:
-                reason = life.reason
-            elif exc_type is not None and issubclass(exc_type, asyncio.CancelledError | GeneratorExit):
-                reason = "client-gone"
-            elif exc_type is not None:
-                reason = "error"
-            else:
-                reason = "ended"
-            telemetry.STREAMS_CLOSED.labels(reason).inc()
-            level = logging.WARNING if reason in ("slow-consumer", "error") else logging.INFO
-            event(
-                stream_log,
-                level,
-                "stream close",
-                path=self.path,
-                reason=reason,
-                seconds=round(time.monotonic() - life.started, 3),
-                bytes=life.sent,
-            )
+            stream_closed(self.life, self.path, exc_type)
 
     def __aiter__(self) -> Any:
         return self.inner.__aiter__()  # type: ignore[attr-defined]  # every body Quart streams is async-iterable
@@ -321,15 +336,6 @@ def record_request(method: str, path: str, route: str, status: int, elapsed: flo
 
 
 def _wrap_stream(response: Response) -> None:
-    life = StreamLife()
-    _stream_var.set(life)
     last_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or None
-    fields: dict[str, Any] = {
-        "path": request.path,
-        "topics": request.args.get("topics") or "*",
-        "format": request.args.get("format", "json"),
-    }
-    if last_id is not None:
-        fields["last_event_id"] = last_id[:64]
-    event(stream_log, logging.INFO, "stream resume" if last_id else "stream open", **fields)
+    life = stream_opened(request.path, request.args.get("topics"), request.args.get("format"), last_id)
     response.response = LoggedStream(response.response, life, request.path)

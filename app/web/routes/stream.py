@@ -12,17 +12,20 @@ writes the stream; this module decides whether it may open). A named
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
 from quart import Blueprint, Response, request
 
 from app.auth import tickets
-from app.auth.access import READ
-from app.auth.guard import current_identity, visible_topics
+from app.auth.access import READ, Identity
+from app.auth.guard import current_identity, scoped_topics
 from app.errors import BadRequest, Unavailable
 from app.events.drain import event_stream
-from app.services import services
+from app.events.log import Resume
+from app.events.topics import TopicFilter
+from app.services import Services, services
 from app.web.bodies import optional_body, topic_filter
 from app.web.routing import TOPICS, Param, route
 
@@ -130,11 +133,29 @@ EVENT_SCHEMA: dict[str, Any] = {
 )
 async def stream() -> Response:
     svc = services()
-    fmt = request.args.get("format", "json")
+    last_id = request.headers.get("Last-Event-ID")
+    topics, fmt, resume = await stream_start(svc, current_identity(), request.args, last_id)
+    response = Response(
+        event_stream(svc, topics, fmt, resume),
+        content_type="text/event-stream; charset=utf-8",
+        headers=STREAM_HEADERS,
+    )
+    response.timeout = None  # a stream lives until the client or the server ends it
+    return response
+
+
+async def stream_start(
+    svc: Services, identity: Identity, args: Mapping[str, str], last_event_id: str | None
+) -> tuple[TopicFilter, str, Resume]:
+    """Whether this caller's stream may open (else an ApiError), and its topics, format and resume point.
+
+    Shared by the route and the raw path in front of Quart (``app/web/raw_stream.py``).
+    """
+    fmt = args.get("format", "json")
     if fmt not in svc.encoders:
         raise BadRequest(f"unknown format {fmt!r}: use one of {sorted(svc.encoders)}", code="bad_query")
     # The requested topics narrowed to the caller's scope (and its stream limit checked).
-    topics = visible_topics(request.args.get("topics"), stream=True)
+    topics = scoped_topics(svc, identity, args.get("topics"), stream=True)
     if svc.hub.closing:
         raise Unavailable("this server is shutting down; reconnect", code="shutting_down", headers={"Retry-After": "1"})
     if len(svc.hub.subscriptions) >= svc.settings.max_streams:
@@ -143,15 +164,8 @@ async def stream() -> Response:
             code="at_capacity",
             headers={"Retry-After": "5"},
         )
-    last_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or None
-    resume = await svc.log.resume_point(last_id)
-    response = Response(
-        event_stream(svc, topics, fmt, resume),
-        content_type="text/event-stream; charset=utf-8",
-        headers=STREAM_HEADERS,
-    )
-    response.timeout = None  # a stream lives until the client or the server ends it
-    return response
+    last_id = last_event_id or args.get("last_event_id") or None
+    return topics, fmt, await svc.log.resume_point(last_id)
 
 
 @route(
