@@ -89,20 +89,34 @@ class Peer:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def _spawn(self, cmd: list[str], env: dict[str, str], log_path: Path) -> None:
+    def _spawn(self, cmd: list[str], env: dict[str, str], log_path: Path, wait: bool = True) -> None:
         self.log_path = log_path
         self._command = (cmd, env)
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        self._wait_listening()
+        if wait:
+            self._wait_listening()
 
-    def respawn(self) -> None:
+    def respawn(self, wait: bool = True) -> None:
         """Start the same command again on the same port (after ``stop``): a fresh process, as a deploy gives."""
         cmd, env = self._command
         assert self.log_path is not None and self.proc is None
-        self._spawn(cmd, env, self.log_path)
+        self._spawn(cmd, env, self.log_path, wait)
+
+    def wait_listening_socket(self) -> float:
+        """Wait (up to START_TIMEOUT) until the port is in LISTEN state; returns that perf_counter time."""
+        deadline = time.monotonic() + START_TIMEOUT
+        hex_port = f":{self.port:04X} "
+        while time.monotonic() < deadline:
+            # /proc/net/tcp state 0A is LISTEN: no connection attempt, so nothing competes with the clients.
+            for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+                fields = line.split()
+                if hex_port in fields[1] + " " and fields[3] == "0A":
+                    return time.perf_counter()
+            time.sleep(0.01)
+        raise Unavailable(f"{self.name} did not listen within {START_TIMEOUT}s: {self._log_tail()}")
 
     def terminate_group(self) -> None:
         """SIGTERM to the whole process group, as a platform's deploy sends it; does not wait."""

@@ -37,6 +37,7 @@ from .procstat import tree_usage
 
 HOST = "127.0.0.1"
 RETRY_RE = re.compile(rb"retry: ?(\d+)")
+# A first connect that is refused is retried after this (jittered); later ones after the client's retry hint.
 REFUSED_RETRY = 0.25
 # /healthz 50 times a second; a reading 10 times a second (each one is delivered to every open stream,
 # so a faster POST probe would turn the storm into a fan-out benchmark).
@@ -101,11 +102,12 @@ class StormClient(asyncio.Protocol):
         if self.open:
             self.storm.streaming -= 1
         if not self.storm.stopping:
-            asyncio.get_running_loop().create_task(connect(self.storm, delay=self.retry))
+            asyncio.get_running_loop().create_task(connect(self.storm, delay=self.retry, retry=self.retry))
 
 
-async def connect(storm: Storm, delay: float = 0.0) -> None:
-    """Open one stream (after ``delay``), retrying while the port refuses, as EventSource does."""
+async def connect(storm: Storm, delay: float = 0.0, retry: float | None = None) -> None:
+    """Open one stream (after ``delay``), retrying while the port refuses, as EventSource does:
+    after its reconnection time (the server's last ``retry:`` hint)."""
     loop = asyncio.get_running_loop()
     if delay:
         await asyncio.sleep(delay)
@@ -116,7 +118,7 @@ async def connect(storm: Storm, delay: float = 0.0) -> None:
             return
         except OSError:
             storm.error("refused")
-            await asyncio.sleep(REFUSED_RETRY * (0.5 + random.random()))
+            await asyncio.sleep(retry if retry is not None else REFUSED_RETRY * (0.5 + random.random()))
 
 
 def _port(storm: Storm) -> int:
@@ -247,8 +249,8 @@ async def restart_storm(peer: Peer, streams: int, within: float) -> dict[str, An
         peer.terminate_group()
         await loop.run_in_executor(None, peer.wait_exit)
         exited = time.perf_counter() - t0
-        await loop.run_in_executor(None, peer.respawn)
-        listening = time.perf_counter() - t0
+        peer.respawn(wait=False)  # the clients find it when it listens (a readiness probe would compete)
+        listening = await loop.run_in_executor(None, peer.wait_listening_socket) - t0
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(within):
                 await storm.all_open.wait()
