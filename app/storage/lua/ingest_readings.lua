@@ -33,13 +33,17 @@
 -- series at 6 h raw, 7 d of 1-minute and 400 d of 1-hour buckets), and each
 -- command here is paid per reading. A sorted set costs ~100 bytes per entry
 -- and a trim per write; instead, time is cut into chunks, one string key per
--- chunk of a series (and tier):
---   * raw: APPEND 12 bytes (struct '<I4d': ms from the chunk start, the
---     value): one command per reading; points are sorted when read;
+-- chunk of a series (and tier). This is format 2 (key names with 'v2:'; the
+-- key bases come from Python): format 1 keys (12-byte points, 40-byte buckets)
+-- are only read, by Python, until they expire; nothing here touches them.
+--   * raw: APPEND 11 bytes (struct '<I3d': ms from the chunk start in 3
+--     bytes, as a chunk spans at most 10 minutes, then the value): one command
+--     per reading; points are sorted when read;
 --   * a tier: the chunk is allocated whole (zeros) when its first reading
---     comes, then each reading is GETRANGE + SETRANGE of its 40-byte bucket
---     (struct '<ddddI4I4': min, max, sum, last, count, ms from the bucket
---     start to last's ts); an all-zero bucket (count 0) is a gap;
+--     comes, then each reading is GETRANGE + SETRANGE of its bucket (struct
+--     '<ddddI4I<w>': min, max, sum, last, count, ms from the bucket start to
+--     last's ts in w bytes, the fewest the step needs: 38 bytes a 1-minute
+--     bucket, 39 an hourly one); an all-zero bucket (count 0) is a gap;
 --   * within a run, writes are gathered and made once per key or bucket at
 --     the end (one HSET per 500 series for the latest values, one APPEND
 --     per raw chunk, one GETRANGE + SETRANGE per bucket touched);
@@ -49,9 +53,9 @@
 --   * when a raw chunk starts, the previous one (grown by APPEND with spare
 --     room) is rewritten to its exact size, and a pre-tiers history sorted
 --     set of the series (history:<series>) gets the raw retention as its TTL.
--- The chunk keys are named here from ARGV[5] (the key prefix) and the series
--- id, so they are not in KEYS: this needs a standalone Redis (or Valkey), not
--- a cluster.
+-- The chunk keys are named here from the key bases and the series id, so
+-- they are not in KEYS: this needs a standalone Redis (or Valkey), not a
+-- cluster.
 -- Python validates every batch before calling, so no reading is rejected
 -- half-way through for its content.
 --
@@ -62,8 +66,9 @@
 -- KEYS[7] series per device (hash: device -> count)
 -- ARGV[1] event log maxlen, ARGV[2] max series per device, ARGV[3] max series
 -- in total, ARGV[4] now (ms), ARGV[5] key prefix, ARGV[6] raw retention ms,
--- ARGV[7] raw chunk span ms, ARGV[8] number of tiers T, then per tier its step,
--- retention and chunk span (ms); then the number of batches B, B batch sizes,
+-- ARGV[7] raw chunk span ms, ARGV[8] raw chunk key base, ARGV[9] number of
+-- tiers T, then per tier its step, retention and chunk span (ms), the bytes
+-- of a bucket's last offset and its chunk key base; then the number of batches B, B batch sizes,
 -- then per reading 7 values: series id, ts ms, reading JSON, topic, the event
 -- data JSON up to (not including) the value of its last key, `latest`, the
 -- value as JSON, and the device.
@@ -75,14 +80,15 @@ local max_per_device, max_total = tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = tonumber(ARGV[4])
 local prefix = ARGV[5]
 local raw_keep, raw_span = tonumber(ARGV[6]), tonumber(ARGV[7])
-local raw_base = prefix .. 'raw:' .. ARGV[7] .. ':'
+local raw_base = ARGV[8]
 local tiers = {}
-local a = 9
-for t = 1, tonumber(ARGV[8]) do
+local a = 10
+for t = 1, tonumber(ARGV[9]) do
   local step, keep, span = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  tiers[t] = {step = step, keep = keep, span = span, bytes = span / step * 40,
-    base = prefix .. 'rollup:' .. ARGV[a] .. ':' .. ARGV[a + 2] .. ':'}
-  a = a + 3
+  local size = 36 + tonumber(ARGV[a + 3])
+  tiers[t] = {step = step, keep = keep, span = span, size = size, bytes = span / step * size,
+    format = '<ddddI4I' .. ARGV[a + 3], base = ARGV[a + 4]}
+  a = a + 5
 end
 local nbatches = tonumber(ARGV[a])
 local sizes_at = a
@@ -156,7 +162,7 @@ end
 -- keys inside the run, and a refused batch adds nothing to them.
 local latest_value, latest_ts, latest_order = {}, {}, {}
 local raw_parts, raw_chunk, raw_order = {}, {}, {}
-local buckets, bucket_order = {}, {} -- key .. '@' .. offset -> {key, offset, low, high, sum, last, count, last_offset}
+local buckets, bucket_order = {}, {} -- key .. '@' .. offset -> {key, offset, low, high, sum, last, count, last_offset, format}
 local chunk_keys = {} -- field -> {chunk start -> key name}, per tier (and raw as tier 0)
 
 local function chunk_key(t, base, field, chunk)
@@ -185,7 +191,7 @@ local function keep_history(field, ts, value)
       raw_chunk[key] = {field, chunk}
       raw_order[#raw_order + 1] = key
     end
-    parts[#parts + 1] = struct.pack('<I4d', ts - chunk, value)
+    parts[#parts + 1] = struct.pack('<I3d', ts - chunk, value)
     kept = true
   end
   for t = 1, #tiers do
@@ -195,16 +201,16 @@ local function keep_history(field, ts, value)
       local bucket = ts - ts % step
       local chunk = ts - ts % tier.span
       local key = chunk_key(t, tier.base, field, chunk)
-      local offset = (bucket - chunk) / step * 40
+      local offset = (bucket - chunk) / step * tier.size
       local id = key .. '@' .. offset
       local b = buckets[id]
       if not b then
-        local record = redis.call('GETRANGE', key, offset, offset + 39)
-        b = {key, offset, 0, 0, 0, 0, 0, 0}
+        local record = redis.call('GETRANGE', key, offset, offset + tier.size - 1)
+        b = {key, offset, 0, 0, 0, 0, 0, 0, tier.format}
         if record == '' then
           redis.call('SET', key, string.rep('\0', tier.bytes), 'PXAT', chunk + tier.span + tier.keep)
         else
-          b[3], b[4], b[5], b[6], b[7], b[8] = struct.unpack('<ddddI4I4', record)
+          b[3], b[4], b[5], b[6], b[7], b[8] = struct.unpack(tier.format, record)
         end
         buckets[id] = b
         bucket_order[#bucket_order + 1] = id
@@ -254,7 +260,7 @@ local function flush()
   end
   for _, id in ipairs(bucket_order) do
     local b = buckets[id]
-    redis.call('SETRANGE', b[1], b[2], struct.pack('<ddddI4I4', b[3], b[4], b[5], b[6], b[7], b[8]))
+    redis.call('SETRANGE', b[1], b[2], struct.pack(b[9], b[3], b[4], b[5], b[6], b[7], b[8]))
   end
 end
 
