@@ -67,7 +67,7 @@ class SeriesStore:
         # Each submitted batch is numbered so a script run knows where one ends (limits refuse a batch whole).
         self._batches = itertools.count()
         # Alert evaluation rides in the same script run (alert_eval.lua is a library).
-        self._ingest = scripts.load(redis, "alert_eval", "ingest_readings")
+        self._ingest = scripts.load_lazy(redis, "alert_eval", "evaluate_alerts", "ingest_readings")
         # Concurrent POSTs share script runs; each batch stays whole inside one.
         self._group = GroupCommit(self._store, GROUP_MAX_READINGS)
 

@@ -324,3 +324,29 @@ def test_format_2_records_are_smaller() -> None:
     assert decode_raw(1_000, struct.pack("<HBd", 0x423F, 0x0F, 2.5)) == [(1_000 + 999_999, 2.5)]
     data = hours.bucket.pack(1.0, 2.0, 3.0, 2.0, 2, 0xEE7F, 0x36)  # last at 3,599,999 ms into the hour
     assert decode_buckets(hours, 0, data, 0, HOUR) == [(0, 1.0, 2.0, 3.0, 2, 2.0, 3_599_999)]
+
+
+async def test_one_reading_runs_store_what_batches_store(
+    client: QuartClient, sync_client: sync_redis.Redis, key_prefix: str
+) -> None:
+    """A run of one reading takes the script's straight path; it must write exactly what the general path writes."""
+    now = int(time.time() * 1000)
+    start = now - 20 * MINUTE
+    times = [start, start + 1_000, start + 11 * MINUTE, start + 500, now - 2 * DAY, now - 30 * DAY, now - 401 * DAY]
+    readings = [(ts, float(n) * 1.5 - 3) for n, ts in enumerate(times)]  # a late one, tier-only ones, a too-old one
+    too_old = 0
+    for ts, value in readings:  # one POST each: one reading per script run
+        response = await client.post("/api/metrics", json={"device": "one", "metric": "m", "value": value, "ts": ts})
+        too_old += (await response.get_json())["too_old"]
+    body = [{"device": "many", "metric": "m", "value": v, "ts": ts} for ts, v in readings]
+    response = await client.post("/api/metrics", json=body)
+    assert (await response.get_json())["too_old"] == too_old == 1
+
+    def stored(device: str) -> dict[str, Any]:
+        names = [k.decode() for k in sync_client.scan_iter(match=f"{key_prefix}*:{device}/m:*")]
+        assert names
+        return {n.replace(f":{device}/m:", ":S:"): sync_client.get(n) for n in names}
+
+    assert stored("one") == stored("many")
+    latest = sync_client.hmget(f"{key_prefix}latest-ts", ["one/m", "many/m"])
+    assert latest[0] == latest[1] == str(max(times)).encode()

@@ -130,10 +130,14 @@ class Layout:
         return self.legacy_raw if tier.step == 0 else self.legacy_tiers[self.tiers.index(tier)]
 
     def script_args(self) -> list[Any]:
-        """What ingest_readings.lua needs: the key prefix, raw keep, span and key base, then each tier's."""
+        """What ingest_readings.lua needs: the key prefix, raw keep, span and key base, then each tier's.
+
+        A tier's bucket size and Lua struct format come ready-made: the script
+        would otherwise rebuild them on every run.
+        """
         args: list[Any] = [self.prefix, self.raw.keep, self.raw.span, self.raw_base(self.raw), len(self.tiers)]
         for tier in self.tiers:
-            args += [tier.step, tier.keep, tier.span, tier.width, self.tier_base(tier)]
+            args += [tier.step, tier.keep, tier.span, tier.bucket.size, f"<ddddI4I{tier.width}", self.tier_base(tier)]
         return args
 
     @property
