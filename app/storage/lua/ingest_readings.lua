@@ -142,28 +142,10 @@ local function add_to_bucket(b, value, offset_in)
   end
 end
 
--- One reading: the steps of the general path below, each made directly.
-if #ARGV == first + per - 1 then
-  local field, ts_text = ARGV[first], ARGV[first + 1]
-  local ts = tonumber(ts_text)
-  local stored = call('HGET', KEYS[2], field)
-  if not stored then
-    local device = ARGV[first + 6]
-    if tonumber(call('HGET', KEYS[7], device) or '0') + 1 > max_per_device then
-      return {'!max_series_per_device\t' .. device .. '\t' .. max_per_device}
-    end
-    if call('HLEN', KEYS[2]) + 1 > max_total then
-      return {'!max_series\t\t' .. max_total}
-    end
-    call('HINCRBY', KEYS[7], device, 1)
-  end
-  local is_latest = (not stored) or ts >= tonumber(stored)
-  if is_latest then
-    call('HSET', KEYS[1], field, ARGV[first + 2])
-    call('HSET', KEYS[2], field, ts_text)
-  end
-  local raw_value = ARGV[first + 5]
-  local value = tonumber(raw_value)
+-- a reading's point written at once in every tier that keeps its ts (false
+-- when none does): for a reading whose series has no other reading in the run,
+-- where gathering (below) would only add work
+local function write_history(field, ts, value)
   local kept = false
   if ts >= now - raw_keep then
     local chunk = ts - ts % raw_span
@@ -187,6 +169,32 @@ if #ARGV == first + per - 1 then
     end
     a = a + 6
   end
+  return kept
+end
+
+-- One reading: the steps of the general path below, each made directly.
+if #ARGV == first + per - 1 then
+  local field, ts_text = ARGV[first], ARGV[first + 1]
+  local ts = tonumber(ts_text)
+  local stored = call('HGET', KEYS[2], field)
+  if not stored then
+    local device = ARGV[first + 6]
+    if tonumber(call('HGET', KEYS[7], device) or '0') + 1 > max_per_device then
+      return {'!max_series_per_device\t' .. device .. '\t' .. max_per_device}
+    end
+    if call('HLEN', KEYS[2]) + 1 > max_total then
+      return {'!max_series\t\t' .. max_total}
+    end
+    call('HINCRBY', KEYS[7], device, 1)
+  end
+  local is_latest = (not stored) or ts >= tonumber(stored)
+  if is_latest then
+    call('HSET', KEYS[1], field, ARGV[first + 2])
+    call('HSET', KEYS[2], field, ts_text)
+  end
+  local raw_value = ARGV[first + 5]
+  local value = tonumber(raw_value)
+  local kept = write_history(field, ts, value)
   local id = call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*',
     'type', 'metric', 'topic', ARGV[first + 3], 'data', ARGV[first + 4] .. (is_latest and 'true}' or 'false}'))
   if call('HLEN', KEYS[5]) > 0 then
@@ -208,10 +216,12 @@ local has_rules = call('HLEN', KEYS[5]) > 0
 -- latest ts of every series in the run, read up front in one HMGET per 1,000
 -- series (not one HGET per reading); false when the series does not exist yet
 local known = {}
+local readings_of = {} -- series -> its readings in the run
 do
   local fields = {}
   for n = first, #ARGV, per do
     local field = ARGV[n]
+    readings_of[field] = (readings_of[field] or 0) + 1
     if known[field] == nil then
       known[field] = false
       fields[#fields + 1] = field
@@ -279,7 +289,8 @@ end
 
 -- Writes are gathered during the run and made once per key (or bucket) at the
 -- end: a batch's readings mostly share series, chunks and buckets, so this
--- turns per-reading commands into per-series ones. Nothing else reads these
+-- turns per-reading commands into per-series ones (the history of a series
+-- with one reading in the run is written at once: write_history). Nothing else reads these
 -- keys inside the run, and a refused batch adds nothing to them.
 local latest_value, latest_ts, latest_order = {}, {}, {}
 local raw_parts, raw_field, raw_chunk, raw_order = {}, {}, {}, {}
@@ -385,7 +396,12 @@ for b = 1, nbatches do
         latest_value[field], latest_ts[field] = ARGV[base + 2], ts_text
         known[field] = ts
       end
-      local kept = keep_history(field, ts, tonumber(raw_value))
+      local kept
+      if readings_of[field] == 1 then
+        kept = write_history(field, ts, tonumber(raw_value))
+      else
+        kept = keep_history(field, ts, tonumber(raw_value))
+      end
 
       local id = call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*',
         'type', 'metric', 'topic', ARGV[base + 3], 'data', ARGV[base + 4] .. (is_latest and 'true}' or 'false}'))
