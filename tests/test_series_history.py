@@ -329,7 +329,8 @@ def test_format_2_records_are_smaller() -> None:
 async def test_one_reading_runs_store_what_batches_store(
     client: QuartClient, sync_client: sync_redis.Redis, key_prefix: str
 ) -> None:
-    """A run of one reading takes the script's straight path; it must write exactly what the general path writes."""
+    """What a series stores must not depend on the script's path: one reading per run (the straight path), one
+    reading of the series in a run of several (written at once) or a batch of the series (gathered)."""
     now = int(time.time() * 1000)
     start = now - 20 * MINUTE
     times = [start, start + 1_000, start + 11 * MINUTE, start + 500, now - 2 * DAY, now - 30 * DAY, now - 401 * DAY]
@@ -338,6 +339,13 @@ async def test_one_reading_runs_store_what_batches_store(
     for ts, value in readings:  # one POST each: one reading per script run
         response = await client.post("/api/metrics", json={"device": "one", "metric": "m", "value": value, "ts": ts})
         too_old += (await response.get_json())["too_old"]
+    for n, (ts, value) in enumerate(readings):  # each run: this series once, and another series
+        pair = [
+            {"device": "each", "metric": "m", "value": value, "ts": ts},
+            {"device": f"pad{n}", "metric": "m", "value": 0},
+        ]
+        response = await client.post("/api/metrics", json=pair)
+        assert response.status_code == 202
     body = [{"device": "many", "metric": "m", "value": v, "ts": ts} for ts, v in readings]
     response = await client.post("/api/metrics", json=body)
     assert (await response.get_json())["too_old"] == too_old == 1
@@ -347,6 +355,6 @@ async def test_one_reading_runs_store_what_batches_store(
         assert names
         return {n.replace(f":{device}/m:", ":S:"): sync_client.get(n) for n in names}
 
-    assert stored("one") == stored("many")
-    latest = sync_client.hmget(f"{key_prefix}latest-ts", ["one/m", "many/m"])
-    assert latest[0] == latest[1] == str(max(times)).encode()
+    assert stored("one") == stored("many") == stored("each")
+    latest = sync_client.hmget(f"{key_prefix}latest-ts", ["one/m", "many/m", "each/m"])
+    assert latest[0] == latest[1] == latest[2] == str(max(times)).encode()
