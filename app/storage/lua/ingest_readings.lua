@@ -48,7 +48,9 @@
 --     bucket, 39 an hourly one); an all-zero bucket (count 0) is a gap;
 --   * within a run, writes are gathered and made once per key or bucket at
 --     the end (one HSET per 500 series for the latest values, one APPEND
---     per raw chunk, one GETRANGE + SETRANGE per bucket touched);
+--     per raw chunk, one GETRANGE + SETRANGE per bucket touched), except the
+--     history of a series with one reading in the run, written at once (see
+--     `Cost` below);
 --   * each chunk key expires (PXAT) at its end + the retention: trimming by
 --     time happens in Redis, with no ZREMRANGEBYSCORE per write and no
 --     sweeper, and untouched series are trimmed too;
