@@ -67,7 +67,7 @@ class SeriesStore:
         # Each submitted batch is numbered so a script run knows where one ends (limits refuse a batch whole).
         self._batches = itertools.count()
         # Alert evaluation rides in the same script run (alert_eval.lua is a library).
-        self._ingest = scripts.load(redis, "alert_eval", "ingest_readings")
+        self._ingest = scripts.load_lazy(redis, "alert_eval", "evaluate_alerts", "ingest_readings")
         # Concurrent POSTs share script runs; each batch stays whole inside one.
         self._group = GroupCommit(self._store, GROUP_MAX_READINGS)
 
@@ -164,10 +164,11 @@ class SeriesStore:
         """The newest ``limit`` raw points of each series, oldest first, and the cursor.
 
         Raw chunks are read newest first, a few at a time, until each series has
-        its points or its raw retention ends; a series' history sorted set from
-        before the tiers (``history:<series>``) is read too, until it expires.
+        its points or its raw retention ends, in both formats (rollups.py); a
+        series' history sorted set from before the tiers (``history:<series>``)
+        is read too, until it expires.
         """
-        raw = self.layout.raw
+        raw, old_raw = self.layout.raw, self.layout.legacy_raw
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hmget(self.keys.latest_ts, series_ids) if series_ids else pipe.echo("")
             for sid in series_ids:
@@ -195,10 +196,13 @@ class SeriesStore:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for sid, chunk in wanted:
                     pipe.get(self.layout.raw_key(sid, chunk))
+                    pipe.get(self.layout.raw_key(sid, chunk, old_raw))
                 chunks = await pipe.execute()
-            for (sid, chunk), data in zip(wanted, chunks, strict=True):
+            for (sid, chunk), data, old_data in zip(wanted, chunks[::2], chunks[1::2], strict=True):
                 if data:
                     points[sid].extend(decode_raw(chunk, data))
+                if old_data:
+                    points[sid].extend(decode_raw(chunk, old_data, old_raw.version))
             todo = {
                 sid: chunk - batch * raw.span
                 for sid, chunk in todo.items()
@@ -233,23 +237,24 @@ class SeriesStore:
         return await self._rows(series_ids, start, end, plan_tier(self.layout, start, end, points, now))
 
     async def _raw(self, series_ids: list[str], start: int, end: int) -> RangeResult:
-        raw = self.layout.raw
-        chunks = list(raw.chunks(start, end))
+        raw, legacy = self.layout.raw, self.layout.legacy_raw
+        # Both formats share the raw span, so each chunk is read in both.
+        chunks = [(chunk, tier) for chunk in raw.chunks(start, end) for tier in (raw, legacy)]
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xrevrange(self.keys.events, count=1)
             for sid in series_ids:
                 pipe.zrangebyscore(self.keys.history(sid), start, end)
-                for chunk in chunks:
-                    pipe.get(self.layout.raw_key(sid, chunk))
+                for chunk, tier in chunks:
+                    pipe.get(self.layout.raw_key(sid, chunk, tier))
             newest, *replies = await pipe.execute()
         result = RangeResult(cursor=_cursor(newest), step=0)
         per = 1 + len(chunks)
         for n, sid in enumerate(series_ids):
-            legacy, *datas = replies[n * per : (n + 1) * per]
-            pts = [(int(p[0]), float(p[1])) for p in map(orjson.loads, legacy)]
-            for chunk, data in zip(chunks, datas, strict=True):
+            zset, *datas = replies[n * per : (n + 1) * per]
+            pts = [(int(p[0]), float(p[1])) for p in map(orjson.loads, zset)]
+            for (chunk, tier), data in zip(chunks, datas, strict=True):
                 if data:
-                    pts.extend(p for p in decode_raw(chunk, data) if start <= p[0] <= end)
+                    pts.extend(p for p in decode_raw(chunk, data, tier.version) if start <= p[0] <= end)
             result.raw[sid] = _points(pts)
         return result
 
@@ -257,19 +262,27 @@ class SeriesStore:
         tier = plan.tier
         assert tier is not None
         aligned = start - start % plan.step  # the row holding `start` is whole
-        chunks = list(tier.chunks(aligned, end))
+        # Format 1 chunks (other spans) are read too until they expire; see rollups.py.
+        legacy = self.layout.legacy(tier)
+        chunks = [(chunk, t) for t in (tier, legacy) for chunk in t.chunks(aligned, end)]
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xrevrange(self.keys.events, count=1)
             for sid in series_ids:
-                for chunk in chunks:
-                    pipe.get(self.layout.tier_key(tier, sid, chunk))
+                for chunk, t in chunks:
+                    pipe.get(self.layout.tier_key(t, sid, chunk))
             newest, *replies = await pipe.execute()
         result = RangeResult(cursor=_cursor(newest), step=plan.step)
         for n, sid in enumerate(series_ids):
             rows: list[Row] = []
-            for chunk, data in zip(chunks, replies[n * len(chunks) : (n + 1) * len(chunks)], strict=True):
+            both = False
+            for (chunk, t), data in zip(chunks, replies[n * len(chunks) : (n + 1) * len(chunks)], strict=True):
                 if data:
-                    rows.extend(decode_buckets(tier, chunk, data, aligned, end))
+                    both = both or (t is legacy and bool(rows))
+                    rows.extend(decode_buckets(t, chunk, data, aligned, end))
+            if both:
+                # A bucket written in both formats (across the upgrade) merges like a late reading.
+                rows.sort(key=itemgetter(0))
+                rows = merge(rows, tier.step)
             result.rows[sid] = merge(rows, plan.step) if plan.step != tier.step else rows
         return result
 

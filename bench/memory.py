@@ -72,11 +72,11 @@ async def main() -> None:
             used, key_count = await series_memory(redis, keys.prefix, "mem/m")
             print(f"backfilled {len(times):,} readings in {took:.1f} s ({len(times) / took:,.0f}/s)")
             print(f"one series at full default retention: {used:,} bytes ({used / 2**20:.3f} MiB) in {key_count} keys")
-            for kind in ("raw:", "rollup:60000:", "rollup:3600000:"):
+            for kind in ("raw:", "rollup:v2:60000:", "rollup:v2:3600000:"):
                 part = 0
                 async for key in redis.scan_iter(match=f"{keys.prefix}{kind}*"):
                     part += int(await redis.memory_usage(key, samples=0) or 0)
-                print(f"  {kind:<16} {part:>10,} bytes")
+                print(f"  {kind:<19} {part:>10,} bytes")
 
             # 23 more series with an hour of 1 Hz points, for the dashboard's 24 sparklines.
             for s in range(23):

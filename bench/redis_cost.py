@@ -1,6 +1,8 @@
 """Where Redis CPU per ingested reading goes: the ingest script with parts of its work switched off.
 
-    .venv/bin/python -m bench.redis_cost [--readings 100000] [--batch 500]
+    .venv/bin/python -m bench.redis_cost [--readings 100000] [--batch 500] [--variants full,raw-only,no-history]
+    # the same file against another commit's app (a worktree of it), e.g. before the tiers:
+    PYTHONPATH=/tmp/base .venv/bin/python bench/redis_cost.py --variants full --batch 1
 
 Against a private embedded Redis (stopped at the end), through the app's own
 store (SeriesStore -> ingest_readings.lua), batches of ``--batch`` readings over
@@ -12,6 +14,11 @@ and after, divided by the readings. Variants, by settings only:
 * ``no history``: no tiers and readings just past a 1 s raw retention, so
   each reading costs the latest value, its ``metric`` event and the script's
   own overhead (argument parsing, limits) only.
+
+``--batch 1`` is a single-reading POST that group commit found alone (one
+script run per reading, no two readings of a run in one series). Against a
+commit from before the tiers (no ``SeriesStore.from_settings``), only ``full``
+means anything: its store keeps the history it had then.
 """
 
 from __future__ import annotations
@@ -36,8 +43,14 @@ async def cpu(redis: Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
+def make_store(redis: Redis, keys: Keys, settings: Settings) -> SeriesStore:
+    if hasattr(SeriesStore, "from_settings"):
+        return SeriesStore.from_settings(redis, keys, settings)
+    return SeriesStore(redis, keys, settings.history_size, settings.event_log_maxlen)  # before the tiers
+
+
 async def measure(redis: Redis, name: str, settings: Settings, readings: int, batch: int, age_ms: int) -> float:
-    store = SeriesStore.from_settings(redis, Keys(f"benchcost:{name}:"), settings)
+    store = make_store(redis, Keys(f"benchcost:{name}:"), settings)
     now = int(time.time() * 1000) - age_ms
     batches = [
         [Reading(device=f"bench-{i % 20}", metric="load", value=i, ts=now + n, unit="W") for i in range(batch)]
@@ -55,11 +68,18 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--readings", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--variants", default="full,raw-only,no-history", help="comma list")
     args = parser.parse_args()
+    chosen = args.variants.split(",")
+    # Settings the app does not know (an older commit) are ignored, as its environment would be.
     variants = [
-        ("full", Settings(), 0),
-        ("raw only", Settings(rollup_tiers=""), 0),
-        ("no history", Settings(rollup_tiers="", raw_retention=1), 5_000),
+        (name, settings, age)
+        for name, settings, age in (
+            ("full", Settings(), 0),
+            ("raw only", Settings(rollup_tiers=""), 0),
+            ("no history", Settings(rollup_tiers="", raw_retention=1), 5_000),
+        )
+        if name.replace(" ", "-") in chosen
     ]
     with tempfile.TemporaryDirectory() as tmp:
         server = EmbeddedServer(Path(tmp))

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import math
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ from app import create_app
 from app.ingest.readings import Reading
 from app.services import services_of
 from app.settings import Settings
+from app.storage.rollups import RAW, Layout, decode_buckets, decode_raw
 
 from .types import QuartClient
 from .waiting import async_wait_until
@@ -262,3 +264,97 @@ async def test_a_stored_reading_from_far_ahead_does_not_stall_history(make_setti
         async with asyncio.timeout(15):  # unbounded, it walked ~4 million empty chunks back from 2199
             got = await series_range(client)
         assert [p[1] for p in got["points"]] == [1.0]
+
+
+async def test_format_1_history_is_read_with_format_2(
+    client: QuartClient, sync_client: sync_redis.Redis, key_prefix: str
+) -> None:
+    """History written before format 2 (12-byte points, 40-byte buckets, other chunk spans) reads until it expires.
+
+    The key names and records are spelled out here as format 1 wrote them, so an upgrade keeps its past.
+    """
+    now = int(time.time() * 1000)
+    # Raw: a format 1 chunk (span 10 min at 6 h retention) with two points, then a reading of today in the same chunk.
+    raw_chunk = (now - 2 * MINUTE) - (now - 2 * MINUTE) % 600_000
+    old_points = [(raw_chunk, 1.5), (raw_chunk + 1, 2.5)]
+    sync_client.set(
+        f"{key_prefix}raw:600000:d/m:{raw_chunk}",
+        b"".join(struct.pack("<Id", ts - raw_chunk, v) for ts, v in old_points),
+        px=HOUR,
+    )
+    # Tiers: format 1 chunks are 360 buckets; one bucket two days ago holds 2 readings (1.0 at +10 s, 3.0 at +20 s).
+    minute = (now - 2 * DAY) - (now - 2 * DAY) % MINUTE
+    for step in (MINUTE, HOUR):
+        span = 360 * step
+        chunk = minute - minute % span
+        bucket = minute - minute % step
+        data = bytearray(360 * 40)
+        at = (bucket - chunk) // step * 40
+        struct.pack_into("<ddddII", data, at, 1.0, 3.0, 4.0, 3.0, 2, minute - bucket + 20_000)
+        sync_client.set(f"{key_prefix}rollup:{step}:{span}:d/m:{chunk}", bytes(data), px=HOUR)
+
+    # Format 2 readings into the same raw chunk and the same buckets: one older than the old last, one newest.
+    new = [(raw_chunk + 2, 3.5), (minute + 5_000, 5.0), (minute + 30_000, 0.5)]
+    body = [{"device": "d", "metric": "m", "value": v, "ts": t} for t, v in new]
+    response = await client.post("/api/metrics", json=body)
+    assert response.status_code == 202
+    assert sync_client.exists(f"{key_prefix}raw:v2:600000:d/m:{raw_chunk}")
+
+    got = await series_range(client, **{"from": str(raw_chunk), "to": str(raw_chunk + 10)})
+    assert got["step_ms"] == 0 and got["points"] == [[raw_chunk, 1.5], [raw_chunk + 1, 2.5], [raw_chunk + 2, 3.5]]
+    newest = await client.get("/api/metrics/series", query_string={"device": "d", "metric": "m"})
+    [series] = (await newest.get_json())["series"]
+    assert [raw_chunk, 1.5] in series["points"] and [raw_chunk + 2, 3.5] in series["points"]
+
+    # The bucket in both formats merges: min, max, sum, count; last is the newest ts of the two (+30 s: 0.5).
+    want = [minute, 0.5, 5.0, 9.5 / 4, 4, 0.5]
+    got = await series_range(client, **{"from": str(minute), "to": str(minute + MINUTE - 1), "step": "1m"})
+    assert got["points"] == [want]
+    hour = minute - minute % HOUR
+    got = await series_range(client, **{"from": str(hour), "to": str(hour + HOUR - 1), "step": "1h"})
+    assert got["points"] == [[hour, *want[1:]]]
+
+
+def test_format_2_records_are_smaller() -> None:
+    """11 bytes a raw point, 38 a 1-minute bucket, 39 an hourly one; tier chunks 1/48 of the retention."""
+    layout = Layout.of("p:", 6 * HOUR, ((MINUTE, 7 * DAY), (HOUR, 400 * DAY)))
+    minutes, hours = layout.tiers
+    assert RAW.size == 11 and minutes.bucket.size == 38 and hours.bucket.size == 39
+    assert minutes.span == 210 * MINUTE and hours.span == 200 * HOUR
+    assert decode_raw(1_000, struct.pack("<HBd", 0x423F, 0x0F, 2.5)) == [(1_000 + 999_999, 2.5)]
+    data = hours.bucket.pack(1.0, 2.0, 3.0, 2.0, 2, 0xEE7F, 0x36)  # last at 3,599,999 ms into the hour
+    assert decode_buckets(hours, 0, data, 0, HOUR) == [(0, 1.0, 2.0, 3.0, 2, 2.0, 3_599_999)]
+
+
+async def test_one_reading_runs_store_what_batches_store(
+    client: QuartClient, sync_client: sync_redis.Redis, key_prefix: str
+) -> None:
+    """What a series stores must not depend on the script's path: one reading per run (the straight path), one
+    reading of the series in a run of several (written at once) or a batch of the series (gathered)."""
+    now = int(time.time() * 1000)
+    start = now - 20 * MINUTE
+    times = [start, start + 1_000, start + 11 * MINUTE, start + 500, now - 2 * DAY, now - 30 * DAY, now - 401 * DAY]
+    readings = [(ts, float(n) * 1.5 - 3) for n, ts in enumerate(times)]  # a late one, tier-only ones, a too-old one
+    too_old = 0
+    for ts, value in readings:  # one POST each: one reading per script run
+        response = await client.post("/api/metrics", json={"device": "one", "metric": "m", "value": value, "ts": ts})
+        too_old += (await response.get_json())["too_old"]
+    for n, (ts, value) in enumerate(readings):  # each run: this series once, and another series
+        pair = [
+            {"device": "each", "metric": "m", "value": value, "ts": ts},
+            {"device": f"pad{n}", "metric": "m", "value": 0},
+        ]
+        response = await client.post("/api/metrics", json=pair)
+        assert response.status_code == 202
+    body = [{"device": "many", "metric": "m", "value": v, "ts": ts} for ts, v in readings]
+    response = await client.post("/api/metrics", json=body)
+    assert (await response.get_json())["too_old"] == too_old == 1
+
+    def stored(device: str) -> dict[str, Any]:
+        names = [k.decode() for k in sync_client.scan_iter(match=f"{key_prefix}*:{device}/m:*")]
+        assert names
+        return {n.replace(f":{device}/m:", ":S:"): sync_client.get(n) for n in names}
+
+    assert stored("one") == stored("many") == stored("each")
+    latest = sync_client.hmget(f"{key_prefix}latest-ts", ["one/m", "many/m", "each/m"])
+    assert latest[0] == latest[1] == latest[2] == str(max(times)).encode()

@@ -1,21 +1,30 @@
 """How series history is laid out in Redis, and how it is read back. No I/O.
 
 The writer is ``lua/ingest_readings.lua``; the two must agree on everything
-here (its header says why the layout is this one). In short:
+here (its header says why the layout is this one). In short, format 2:
 
-* raw points: per series, one string per chunk of time (``raw:<span>:<series>:<chunk start>``),
-  each point 12 bytes appended (``<Id``: ms since the chunk start, the value);
+* raw points: per series, one string per chunk of time (``raw:v2:<span>:<series>:<chunk start>``),
+  each point 11 bytes appended (ms since the chunk start in 3 bytes, the value);
 * rollup buckets: per series and tier, one string per chunk of ``span / step``
-  buckets, allocated whole when its first reading arrives, each bucket 40 bytes
-  at ``(bucket start - chunk start) / step * 40`` (``<ddddII``: min, max, sum,
-  last, count, ms from the bucket start to last's ts); count 0 is an empty
-  bucket (a gap);
+  buckets (``rollup:v2:<step>:<span>:<series>:<chunk start>``), allocated whole
+  when its first reading arrives, each bucket at ``(bucket start - chunk start)
+  / step * size``: min, max, sum, last (doubles), count (4 bytes), then the ms
+  from the bucket start to last's ts in as few bytes as the step needs (2 for
+  minutes, 3 for hours: 38 and 39 bytes a bucket); count 0 is a gap;
 * every chunk key expires (PXAT) at chunk end + retention, so trimming by time
   costs nothing on the write path and no key outlives its data.
 
-A chunk's span (and so its key names) follows the retention: about 1/16 of
-it, at most 10 minutes for raw points and 360 buckets for a tier. Changing a
-retention therefore starts new keys; the old ones expire on their own.
+A chunk's span (and so its key names) follows the retention: raw points about
+1/16 of it, at most 10 minutes; a tier 1/48 of it, at most 360 buckets (a
+chunk outlives its retention by up to one span, so smaller tier chunks keep
+less past it, for ~100 bytes more per key). Changing a retention therefore
+starts new keys; the old ones expire on their own.
+
+Compatibility: format 1 (``raw:<span>:…`` with 12-byte points, ``rollup:<step>:<span>:…``
+with 40-byte buckets and 1/16-retention chunks) is still read, next to format 2,
+until its keys expire (at most the longest retention after the upgrade); only
+format 2 is written. A chunk written in both (across the upgrade) is merged as
+late readings are. Once every deployment is past that, ``legacy`` can go.
 """
 
 from __future__ import annotations
@@ -25,15 +34,25 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-RAW = struct.Struct("<Id")
-BUCKET = struct.Struct("<ddddII")
+RAW_V1 = struct.Struct("<Id")
+# 3 bytes of offset (a chunk spans at most 10 minutes < 2**24 ms: the low 16 bits, the high 8) and the value.
+RAW = struct.Struct("<HBd")
+BUCKET_V1 = struct.Struct("<ddddII")
 MAX_RAW_SPAN_MS = 600_000
 MAX_BUCKETS_PER_CHUNK = 360
-CHUNKS_PER_RETENTION = 16
+CHUNKS_PER_RETENTION = 16  # raw points (and format 1 tiers)
+TIER_CHUNKS_PER_RETENTION = 48
 COLUMNS = ("ts", "min", "max", "mean", "count", "last")
+# The offset of a bucket's last reading, by its byte width (Lua struct writes 'I3' as three little-endian bytes).
+_OFFSET_FORMAT = {1: "B", 2: "H", 3: "HB", 4: "I"}
 
 # A bucket as read: start, min, max, sum, count, last, last's ts.
 Row = tuple[int, float, float, float, int, float, int]
+
+
+def offset_width(step: int) -> int:
+    """Bytes needed for an offset within a bucket of ``step`` ms (0 .. step - 1)."""
+    return next(n for n in (1, 2, 3, 4) if step - 1 < 256**n)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +60,7 @@ class Tier:
     step: int  # ms per bucket; 0 for raw points
     keep: int  # retention, ms
     span: int  # ms per chunk (one key)
+    version: int = 2
 
     def chunk_start(self, ts: int) -> int:
         return ts - ts % self.span
@@ -52,14 +72,26 @@ class Tier:
     def covers(self, start: int, now: int) -> bool:
         return start >= now - self.keep
 
+    @property
+    def width(self) -> int:
+        """Bytes of a bucket's offset to its last reading (format 2)."""
+        return offset_width(self.step) if self.version == 2 else 4
 
-def raw_tier(keep_ms: int) -> Tier:
-    return Tier(0, keep_ms, max(1_000, min(MAX_RAW_SPAN_MS, keep_ms // CHUNKS_PER_RETENTION)))
+    @property
+    def bucket(self) -> struct.Struct:
+        return struct.Struct("<ddddI" + _OFFSET_FORMAT[self.width]) if self.version == 2 else BUCKET_V1
 
 
-def rollup_tier(step: int, keep_ms: int) -> Tier:
-    buckets = max(1, min(MAX_BUCKETS_PER_CHUNK, keep_ms // step // CHUNKS_PER_RETENTION))
-    return Tier(step, keep_ms, buckets * step)
+def raw_tier(keep_ms: int, version: int = 2) -> Tier:
+    return Tier(0, keep_ms, max(1_000, min(MAX_RAW_SPAN_MS, keep_ms // CHUNKS_PER_RETENTION)), version)
+
+
+def rollup_tier(step: int, keep_ms: int, version: int = 2) -> Tier:
+    if version == 1:
+        buckets = max(1, min(MAX_BUCKETS_PER_CHUNK, keep_ms // step // CHUNKS_PER_RETENTION))
+    else:
+        buckets = max(1, min(MAX_BUCKETS_PER_CHUNK, -(-(keep_ms // step) // TIER_CHUNKS_PER_RETENTION)))
+    return Tier(step, keep_ms, buckets * step, version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,22 +99,45 @@ class Layout:
     prefix: str
     raw: Tier
     tiers: tuple[Tier, ...]
+    legacy_raw: Tier  # format 1, read only
+    legacy_tiers: tuple[Tier, ...]
 
     @classmethod
     def of(cls, prefix: str, raw_keep_ms: int, tiers: tuple[tuple[int, int], ...]) -> Layout:
-        return cls(prefix, raw_tier(raw_keep_ms), tuple(rollup_tier(step, keep) for step, keep in tiers))
+        return cls(
+            prefix,
+            raw_tier(raw_keep_ms),
+            tuple(rollup_tier(step, keep) for step, keep in tiers),
+            raw_tier(raw_keep_ms, 1),
+            tuple(rollup_tier(step, keep, 1) for step, keep in tiers),
+        )
 
-    def raw_key(self, series: str, chunk: int) -> str:
-        return f"{self.prefix}raw:{self.raw.span}:{series}:{chunk}"
+    def raw_key(self, series: str, chunk: int, tier: Tier | None = None) -> str:
+        tier = tier or self.raw
+        return f"{self.raw_base(tier)}{series}:{chunk}"
+
+    def raw_base(self, tier: Tier) -> str:
+        return f"{self.prefix}raw:{'v2:' if tier.version == 2 else ''}{tier.span}:"
 
     def tier_key(self, tier: Tier, series: str, chunk: int) -> str:
-        return f"{self.prefix}rollup:{tier.step}:{tier.span}:{series}:{chunk}"
+        return f"{self.tier_base(tier)}{series}:{chunk}"
+
+    def tier_base(self, tier: Tier) -> str:
+        return f"{self.prefix}rollup:{'v2:' if tier.version == 2 else ''}{tier.step}:{tier.span}:"
+
+    def legacy(self, tier: Tier) -> Tier:
+        """The format 1 tier of a format 2 one (same step and retention)."""
+        return self.legacy_raw if tier.step == 0 else self.legacy_tiers[self.tiers.index(tier)]
 
     def script_args(self) -> list[Any]:
-        """What ingest_readings.lua needs of the layout: the key prefix, raw keep and span, then each tier."""
-        args: list[Any] = [self.prefix, self.raw.keep, self.raw.span, len(self.tiers)]
+        """What ingest_readings.lua needs: the key prefix, raw keep, span and key base, then each tier's.
+
+        A tier's bucket size and Lua struct format come ready-made: the script
+        would otherwise rebuild them on every run.
+        """
+        args: list[Any] = [self.prefix, self.raw.keep, self.raw.span, self.raw_base(self.raw), len(self.tiers)]
         for tier in self.tiers:
-            args += [tier.step, tier.keep, tier.span]
+            args += [tier.step, tier.keep, tier.span, tier.bucket.size, f"<ddddI4I{tier.width}", self.tier_base(tier)]
         return args
 
     @property
@@ -91,19 +146,25 @@ class Layout:
         return max([self.raw.keep, *(t.keep for t in self.tiers)])
 
 
-def decode_raw(chunk: int, data: bytes) -> list[tuple[int, float]]:
-    return [(chunk + offset, value) for offset, value in RAW.iter_unpack(data[: len(data) - len(data) % RAW.size])]
+def decode_raw(chunk: int, data: bytes, version: int = 2) -> list[tuple[int, float]]:
+    if version == 1:
+        usable = data[: len(data) - len(data) % RAW_V1.size]
+        return [(chunk + offset, value) for offset, value in RAW_V1.iter_unpack(usable)]
+    usable = data[: len(data) - len(data) % RAW.size]
+    return [(chunk + (high << 16 | low), value) for low, high, value in RAW.iter_unpack(usable)]
 
 
 def decode_buckets(tier: Tier, chunk: int, data: bytes, start: int, end: int) -> list[Row]:
     """The non-empty buckets of a chunk whose start lies in [start, end]."""
     rows: list[Row] = []
+    record = tier.bucket
     first = max(0, (start - chunk + tier.step - 1) // tier.step) if start > chunk else 0
-    last = min(len(data) // BUCKET.size - 1, (end - chunk) // tier.step)
+    last = min(len(data) // record.size - 1, (end - chunk) // tier.step)
     for index in range(first, last + 1):
-        low, high, total, last_value, count, last_offset = BUCKET.unpack_from(data, index * BUCKET.size)
+        low, high, total, last_value, count, *offset = record.unpack_from(data, index * record.size)
         if count:
             bucket = chunk + index * tier.step
+            last_offset = offset[0] | (offset[1] << 16 if len(offset) == 2 else 0)
             rows.append((bucket, low, high, total, count, last_value, bucket + last_offset))
     return rows
 
