@@ -39,7 +39,6 @@ from urllib.parse import quote
 
 from quart import Quart, Response, g, request
 from redis.asyncio import Redis
-from werkzeug.http import parse_cookie
 
 from app.auth import tickets
 from app.auth.access import (
@@ -59,7 +58,7 @@ from app.auth.sessions import COOKIE_NAME, SessionRecord, SessionStore
 from app.auth.tokens import Role, TokenRecord, TokenStore, bootstrap_fingerprint, hash_token
 from app.errors import Forbidden, TooManyRequests, Unauthorized, wants_json
 from app.events.topics import TopicFilter
-from app.services import Services, services, services_of
+from app.services import Services, services
 from app.settings import Settings
 from app.storage.keyspace import Keys
 from app.web.bodies import topic_filter
@@ -359,65 +358,6 @@ async def audit_write(response: Response) -> Response:
             "write", identity.who, method=request.method, path=request.path, status=response.status_code
         )
     return response
-
-
-async def bearer_writer(app: Quart, authorization: str, endpoint: str, path: str) -> Identity | None:
-    """For a write answered outside Quart (``fast_ingest``): the caller, when a Bearer token settles it.
-
-    ``None`` means not settled here: no Bearer header (a cookie, or nobody),
-    a bad token or a wrong role. The request then goes through Quart, where
-    ``check_request`` answers it (401, 403, CSRF, the audit entry) as for
-    every other route. The write is counted against the token's rate limit
-    in the same round trip as the token lookup (so only for endpoints that are
-    rate-limited), and refused past it, exactly as ``check_request`` would.
-    """
-    svc = services_of(app)
-    if not svc.settings.auth_on:
-        return ANONYMOUS
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() not in ("bearer", "token") or not token.strip():
-        return None
-    grd = svc.guard
-    identity, counted = await grd.writer_from_token(token.strip())
-    roles = allowed_roles(endpoint)
-    if identity is None or roles is None or identity.role not in roles:
-        return None
-    try:
-        grd.rate.check(counted)
-    except TooManyRequests:
-        # No client address on this path: the token is the source (it is what the write rate is kept for).
-        await grd.refuse("rate-limited", identity.who, source=f"token:{identity.token_id}", method="POST", path=path)
-        raise
-    return identity
-
-
-async def stream_reader(app: Quart, authorization: str, cookie_header: str, endpoint: str) -> Identity | None:
-    """For a stream answered outside Quart (``web/raw_stream``): the caller, when a Bearer token or a session
-    cookie settles it.
-
-    ``None`` means not settled here: nobody, a bad token or cookie, a refused
-    JWT, a wrong role. The request then goes through Quart, where
-    ``check_request`` answers it (401 or 403, the refusal counted against its
-    source) as for every other route. Nothing here has a side effect.
-    """
-    svc = services_of(app)
-    if not svc.settings.auth_on:
-        return ANONYMOUS
-    grd = svc.guard
-    if authorization:
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() not in ("bearer", "token") or not token.strip():
-            return None
-        try:
-            identity = grd.scraper_identity(token.strip()) or await grd.from_token(token.strip())
-        except JwtRefused:
-            return None
-    else:
-        identity = await grd.from_cookie(parse_cookie(cookie_header).get(COOKIE_NAME) if cookie_header else None)
-    roles = allowed_roles(endpoint)
-    if identity is None or roles is None or identity.role not in roles:
-        return None
-    return identity
 
 
 # --- what routes ask ---------------------------------------------------------

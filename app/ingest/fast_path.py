@@ -7,7 +7,7 @@ response objects, signals) around a handler that parses, checks and stores.
 This path does only what that route needs, sharing every piece that decides
 anything with the Quart route:
 
-* who the caller is: ``auth.bearer_writer`` (the token lookup, the role and
+* who the caller is: ``auth.direct.bearer_writer`` (the token lookup, the role and
   the write rate limit, as ``check_request`` does them);
 * what is accepted: ``routes.metrics.accept_readings`` (validation of the
   whole batch, device scope, the one ingest step);
@@ -33,7 +33,7 @@ from quart import Quart
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.auth.guard import bearer_writer
+from app.auth.direct import bearer_writer
 from app.errors import ApiError, RequestTimeout, body_too_large, storage_unavailable
 from app.errors import json_body as error_json
 from app.ops.logs import REQUEST_ID_HEADER, new_request_id, record_request, request_id_var

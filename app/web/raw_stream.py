@@ -8,7 +8,7 @@ more memory each than the same SSE answered by bare hypercorn, for objects a
 stream holds all its life. This path does only what the route needs, sharing
 every piece that decides anything with it:
 
-* who the caller is: ``auth.guard.stream_reader`` (a Bearer token or the
+* who the caller is: ``auth.direct.stream_reader`` (a Bearer token or the
   session cookie, the role), as ``check_request`` decides it;
 * whether the stream opens, its topics, format and resume point:
   ``routes.stream.stream_start`` (the scope, the per-token and per-process
@@ -37,7 +37,7 @@ from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, S
 from quart import Quart
 from redis.exceptions import RedisError
 
-from app.auth.guard import stream_reader
+from app.auth.direct import stream_reader
 from app.errors import ApiError
 from app.events.drain import event_stream
 from app.ops.logs import (
