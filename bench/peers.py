@@ -14,6 +14,7 @@ always takes down the whole process group it started.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import shutil
@@ -191,6 +192,17 @@ def _livedash_serve(port: int, workers: int) -> list[str]:
     return [sys.executable, "-m", "app.cli", "serve", *_server_flags(port, workers)]
 
 
+def _livedash_uvicorn(port: int, workers: int) -> list[str]:
+    """livedash's app under uvicorn + httptools: the side-by-side evidence the issue asks for, not how it ships."""
+    if importlib.util.find_spec("uvicorn") is None or importlib.util.find_spec("httptools") is None:
+        raise Unavailable("uvicorn and httptools are not installed (pip install uvicorn httptools)")
+    return [
+        sys.executable, "-m", "uvicorn", "app:create_app", "--factory", "--host", "127.0.0.1", "--port", str(port),
+        "--workers", str(workers), "--loop", "uvloop", "--http", "httptools", "--backlog", str(BACKLOG),
+        "--timeout-graceful-shutdown", "5", "--log-level", "warning",
+    ]  # fmt: skip
+
+
 def _hypercorn(app_path: str, port: int, workers: int) -> list[str]:
     return [sys.executable, "-m", "hypercorn", app_path, *_server_flags(port, workers), "--backlog", str(BACKLOG)]
 
@@ -206,6 +218,7 @@ def start_livedash(
     extra_env: dict[str, str] | None = None,
     name: str = "livedash",
     peer: Peer | None = None,
+    server: str = "serve",
 ) -> Peer:
     peer = peer or Peer(name, workers, "/api/stream", "/api/metrics", port=free_port())
     env = _base_env() | {
@@ -217,11 +230,14 @@ def start_livedash(
         "LIVEDASH_DATA_DIR": str(workdir / "livedash-data"),
     }
     env.update(extra_env or {})
-    peer._spawn(_livedash_serve(peer.port, workers), env, workdir / f"{name}-w{workers}.log")
+    command = _livedash_uvicorn if server == "uvicorn" else _livedash_serve
+    peer._spawn(command(peer.port, workers), env, workdir / f"{name}-w{workers}.log")
     return peer
 
 
-def start_livedash_auth(workdir: Path, redis_url: str, workers: int, extra_env: dict[str, str] | None = None) -> Peer:
+def start_livedash_auth(
+    workdir: Path, redis_url: str, workers: int, extra_env: dict[str, str] | None = None, server: str = "serve"
+) -> Peer:
     """livedash with authentication on, as in production: streams with a viewer
     token, readings with a device token (a Redis lookup and a rate-limit step
     per POST). The write and stream-per-token limits are raised out of the
@@ -236,8 +252,9 @@ def start_livedash_auth(workdir: Path, redis_url: str, workers: int, extra_env: 
         "LIVEDASH_STREAMS_PER_TOKEN": "20000",
     } | (extra_env or {})
     bootstrap = b"Authorization: Bearer %s\r\n" % admin.encode()
-    peer = Peer("livedash-auth", workers, "/api/stream", "/api/metrics", port=free_port(), read_headers=bootstrap)
-    start_livedash(workdir, redis_url, workers, env, name="livedash-auth", peer=peer)
+    name = "livedash-auth" if server == "serve" else f"livedash-{server}"
+    peer = Peer(name, workers, "/api/stream", "/api/metrics", port=free_port(), read_headers=bootstrap)
+    start_livedash(workdir, redis_url, workers, env, name=name, peer=peer, server=server)
     peer.read_headers = _bearer(_create_token(peer.port, admin, "viewer"))
     peer.write_headers = _bearer(_create_token(peer.port, admin, "device"))
     return peer

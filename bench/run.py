@@ -34,7 +34,7 @@ from .report import render
 from .scenarios import Scenario
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PEERS = ("livedash", "naive", "nchan")  # also available: livedash-unpaced, livedash-auth
+PEERS = ("livedash", "naive", "nchan")  # also available: livedash-unpaced, livedash-auth, livedash-uvicorn
 # livedash with pacing off: one write per wake-up, as before the fast path.
 UNPACED = {"LIVEDASH_STREAM_MAX_RATE": "0", "LIVEDASH_STREAM_WRITE_BUDGET": "0"}
 
@@ -89,6 +89,7 @@ async def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
                     workdir, redis.url, w, extra | UNPACED, name="livedash-unpaced"
                 ),
                 "livedash-auth": lambda w: start_livedash_auth(workdir, redis.url, w, extra),
+                "livedash-uvicorn": lambda w: start_livedash_auth(workdir, redis.url, w, extra, server="uvicorn"),
                 "naive": lambda w: start_naive(workdir, redis.url, w),
                 "nchan": lambda w: start_nchan(workdir, w),
             }
