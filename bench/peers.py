@@ -282,6 +282,23 @@ def start_naive(workdir: Path, redis_url: str, workers: int) -> Peer:
     return peer
 
 
+def start_bare(workdir: Path, workers: int, server: str) -> Peer:
+    """``baselines/bare_sse.py`` under hypercorn or uvicorn: what the server alone costs per stream."""
+    peer = Peer(f"bare-{server}", workers, "/sse", "/publish", port=free_port())
+    if server == "uvicorn":
+        if importlib.util.find_spec("uvicorn") is None or importlib.util.find_spec("httptools") is None:
+            raise Unavailable("uvicorn and httptools are not installed (pip install uvicorn httptools)")
+        cmd = [
+            sys.executable, "-m", "uvicorn", "bench.baselines.bare_sse:app", "--host", "127.0.0.1",
+            "--port", str(peer.port), "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
+            "--backlog", str(BACKLOG), "--log-level", "warning",
+        ]  # fmt: skip
+    else:
+        cmd = _hypercorn("bench.baselines.bare_sse:app", peer.port, workers)
+    peer._spawn(cmd, _base_env(), workdir / f"bare-{server}-w{workers}.log")
+    return peer
+
+
 NGINX_CONF = """\
 load_module {module};
 worker_processes {workers};

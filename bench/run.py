@@ -29,12 +29,12 @@ from typing import Any
 from app.storage.embedded import EmbeddedServer
 
 from . import scenarios as sc_mod
-from .peers import Peer, Unavailable, start_livedash, start_livedash_auth, start_naive, start_nchan
+from .peers import Peer, Unavailable, start_bare, start_livedash, start_livedash_auth, start_naive, start_nchan
 from .report import render
 from .scenarios import Scenario
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PEERS = ("livedash", "naive", "nchan")  # also available: livedash-unpaced, livedash-auth, livedash-uvicorn
+PEERS = ("livedash", "naive", "nchan")  # also: livedash-unpaced, livedash-auth, livedash-uvicorn, bare-*
 # livedash with pacing off: one write per wake-up, as before the fast path.
 UNPACED = {"LIVEDASH_STREAM_MAX_RATE": "0", "LIVEDASH_STREAM_WRITE_BUDGET": "0"}
 
@@ -91,6 +91,8 @@ async def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "livedash-auth": lambda w: start_livedash_auth(workdir, redis.url, w, extra),
                 "livedash-uvicorn": lambda w: start_livedash_auth(workdir, redis.url, w, extra, server="uvicorn"),
                 "naive": lambda w: start_naive(workdir, redis.url, w),
+                "bare-hypercorn": lambda w: start_bare(workdir, w, "hypercorn"),
+                "bare-uvicorn": lambda w: start_bare(workdir, w, "uvicorn"),
                 "nchan": lambda w: start_nchan(workdir, w),
             }
             for workers in sorted({s.workers for s in plan}):
