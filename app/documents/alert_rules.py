@@ -219,18 +219,9 @@ class AlertStore:
 
     async def update(self, rule_id: str, patch: RuleUpdate, expected: int | None, actor: Actor = NOBODY) -> Written:
         given = patch.model_dump(exclude_unset=True, exclude={"version", *IMMUTABLE})
-        sets = {k: v for k, v in given.items() if v is not None}
-        clears = [k for k, v in given.items() if v is None and k in CLEARABLE]
         immutable = {k: getattr(patch, k) for k in IMMUTABLE if getattr(patch, k) is not None}
-        return await self.script.write(
-            "update",
-            rule_id,
-            self._keys(rule_id),
-            expected=expected,
-            sets=sets,
-            immutable=immutable,
-            clears=clears,
-            actor=actor,
+        return await self.script.update(
+            rule_id, self._keys(rule_id), given, CLEARABLE, expected=expected, immutable=immutable, actor=actor
         )
 
     async def delete(self, rule_id: str, expected: int | None, actor: Actor = NOBODY) -> Written:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -164,6 +164,26 @@ class VersionedScript:
             assert current is not None
             return Written(current, event_id.decode())
         raise self._error(status, doc_id, current, field.decode())
+
+    async def update(
+        self,
+        doc_id: str,
+        keys: Sequence[str],
+        given: Mapping[str, Any],
+        clearable: Collection[str],
+        *,
+        expected: int | None,
+        immutable: Mapping[str, Any],
+        actor: Actor,
+        also_sets: Mapping[str, Any] | None = None,
+    ) -> Written:
+        """An update from a patch's given fields: a value sets it, a null clears it (if ``clearable``, else is
+        ignored); ``also_sets`` are set as well (the authorship an annotation records)."""
+        sets = {k: v for k, v in given.items() if v is not None} | dict(also_sets or {})
+        clears = [k for k, v in given.items() if v is None and k in clearable]
+        return await self.write(
+            "update", doc_id, keys, expected=expected, sets=sets, immutable=immutable, clears=clears, actor=actor
+        )
 
     def _error(self, status: str, doc_id: str, current: dict[str, Any] | None, field: str) -> ApiError:
         noun = self.noun.replace("_", " ")
