@@ -186,9 +186,7 @@ class AlertStore:
             event_type="alert_rule",
             event_key="rule",
             fields=FIELDS,
-            log_maxlen=settings.event_log_maxlen,
-            tombstone_ttl_ms=int(settings.tombstone_ttl * 1000),
-            revisions_max=settings.revisions_max,
+            settings=settings,
         )
         # The write evaluates the rule in the same run: alert_eval.lua's functions come before rule_write.lua.
         self.script.script = scripts.load(redis, "versioned", "alert_eval", "rule_write")

@@ -139,9 +139,7 @@ class AnnotationStore:
             event_type="annotation",
             event_key="annotation",
             fields=FIELDS,
-            log_maxlen=settings.event_log_maxlen,
-            tombstone_ttl_ms=int(settings.tombstone_ttl * 1000),
-            revisions_max=settings.revisions_max,
+            settings=settings,
         )
 
     def _keys(self, annotation_id: str) -> list[str]:

@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from app.errors import ApiError, BadRequest, Conflict, Gone, NotFound, Unprocessable
+from app.settings import Settings
 from app.storage import lua as scripts
 from app.validation import now_ms
 
@@ -108,18 +109,17 @@ class VersionedScript:
         event_type: str,
         event_key: str,
         fields: Sequence[str],
-        log_maxlen: int,
-        tombstone_ttl_ms: int,
-        revisions_max: int,
+        settings: Settings,
     ) -> None:
         self.script: AsyncScript = scripts.load(redis, "versioned", script)
         self.noun = noun
         self.event_type = event_type
         self.event_key = event_key  # the document's key in the event data
         self.fields = ",".join(fields)
-        self.log_maxlen = log_maxlen
-        self.tombstone_ttl_ms = tombstone_ttl_ms
-        self.revisions_max = revisions_max
+        # The limits every document type shares: the event log's length, how long a tombstone stays, revisions kept.
+        self.log_maxlen = settings.event_log_maxlen
+        self.tombstone_ttl_ms = int(settings.tombstone_ttl * 1000)
+        self.revisions_max = settings.revisions_max
 
     async def write(
         self,
