@@ -10,7 +10,6 @@ Every wait is bounded (Playwright timeouts, or ``wait_until``).
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 
 from .browsers import BROWSER_MARKS, WAIT_MS
 from .buffering_proxy import BufferingProxy
+from .producing import start_producer
 from .servers import AppServer
 from .waiting import wait_until
 
@@ -117,18 +117,7 @@ def test_blocked_stream_falls_back_to_polling_and_upgrades_without_gaps(
     # A numbered sequence, posted steadily while the page polls, switches
     # back to SSE, and streams: every number exactly once, in order.
     total = 60
-    sent = threading.Event()
-
-    def produce() -> None:
-        with httpx.Client(timeout=5) as client:
-            for n in range(1, total + 1):
-                r = client.post(server.url + "/api/metrics", json={"device": "line-1", "metric": "count", "value": n})
-                assert r.status_code == 202
-                time.sleep(0.05)  # pacing the producer, not waiting for the page
-        sent.set()
-
-    producer = threading.Thread(target=produce)
-    producer.start()
+    producer, sent = start_producer(server.url, "line-1", "count", total, 0.05)
     try:
         wait_until(lambda: len(received(page, "line-1/count")) >= 10, 10, what="polled readings")
         context.unroute(blocked)
@@ -176,16 +165,6 @@ def test_a_buffering_proxy_means_polling_in_seconds_and_sse_once_it_is_gone(
     proxy = BufferingProxy(server.port).start()
     context = browser.new_context()
     total = 80
-    sent = threading.Event()
-
-    def produce() -> None:
-        with httpx.Client(timeout=5) as client:
-            for n in range(1, total + 1):
-                r = client.post(server.url + "/api/metrics", json={"device": "line-9", "metric": "count", "value": n})
-                assert r.status_code == 202
-                time.sleep(0.1)  # pacing the producer, not waiting for the page
-        sent.set()
-
     try:
         opened = time.monotonic()
         page = open_page(context, proxy.url + "/")
@@ -193,8 +172,7 @@ def test_a_buffering_proxy_means_polling_in_seconds_and_sse_once_it_is_gone(
         expect(badge).to_have_text("Polling", timeout=8_000)
         fell_back = time.monotonic() - opened
         assert proxy.held_back >= 1
-        producer = threading.Thread(target=produce)
-        producer.start()
+        producer, sent = start_producer(server.url, "line-9", "count", total, 0.1)
         try:
             wait_until(lambda: len(received(page, "line-9/count")) >= 10, 10, what="polled readings")
             proxy.buffering = False

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +26,7 @@ import pytest
 
 from .browsers import BROWSER_MARKS, WAIT_MS
 from .buffering_proxy import BufferingProxy
+from .producing import start_producer
 from .servers import AppServer
 from .waiting import wait_until
 
@@ -123,6 +123,11 @@ def readings(page: Any) -> list[tuple[float, str]]:
     return found
 
 
+def cors_server(start_server: Callable[..., AppServer], origin: str) -> AppServer:
+    """livedash as every test here runs it: auth on, the admin token known, ``origin`` the one allowed."""
+    return start_server(LIVEDASH_AUTH="on", SECRET_KEY=SECRET, LIVEDASH_ADMIN_TOKEN=ADMIN, LIVEDASH_CORS_ORIGINS=origin)
+
+
 def runs(vias: list[str]) -> list[str]:
     """["sse", "sse", "poll", "sse"] -> ["sse", "poll", "sse"]."""
     return [v for i, v in enumerate(vias) if i == 0 or vias[i - 1] != v]
@@ -132,9 +137,7 @@ def test_an_htmx_page_on_another_origin_is_live_falls_back_and_comes_back(
     browser: Any, start_server: Callable[..., AppServer], sites: tuple[Site, Site]
 ) -> None:
     site, _ = sites
-    server = start_server(
-        LIVEDASH_AUTH="on", SECRET_KEY=SECRET, LIVEDASH_ADMIN_TOKEN=ADMIN, LIVEDASH_CORS_ORIGINS=site.origin
-    )
+    server = cors_server(start_server, site.origin)
     proxy = BufferingProxy(server.port).start()
     proxy.buffering = False
     site.livedash = proxy.url
@@ -166,20 +169,9 @@ def test_an_htmx_page_on_another_origin_is_live_falls_back_and_comes_back(
         # Numbered readings posted steadily across SSE -> polling (the proxy cuts the
         # stream and holds every new one back) -> SSE (it passes streams again).
         total = 60
-        sent = threading.Event()
-
-        def produce() -> None:
-            with httpx.Client(timeout=5, headers={"Authorization": f"Bearer {ADMIN}"}) as client:
-                for n in range(1, total + 1):
-                    r = client.post(
-                        server.url + "/api/metrics", json={"device": "pump-1", "metric": "pressure", "value": n}
-                    )
-                    assert r.status_code == 202
-                    time.sleep(0.1)  # pacing the producer, not waiting for the page
-            sent.set()
-
-        producer = threading.Thread(target=produce)
-        producer.start()
+        producer, sent = start_producer(
+            server.url, "pump-1", "pressure", total, 0.1, headers={"Authorization": f"Bearer {ADMIN}"}
+        )
         try:
             wait_until(lambda: len(readings(page)) >= 6, 10, what="streamed readings")
             proxy.buffering = True
@@ -222,9 +214,7 @@ def test_a_page_from_an_origin_not_on_the_list_gets_nothing(
     browser: Any, start_server: Callable[..., AppServer], sites: tuple[Site, Site]
 ) -> None:
     allowed, refused = sites
-    server = start_server(
-        LIVEDASH_AUTH="on", SECRET_KEY=SECRET, LIVEDASH_ADMIN_TOKEN=ADMIN, LIVEDASH_CORS_ORIGINS=allowed.origin
-    )
+    server = cors_server(start_server, allowed.origin)
     refused.livedash = allowed.livedash = server.url
     token = viewer_token(server)
     post(server, {"device": "pump-1", "metric": "pressure", "value": 7})

@@ -186,9 +186,7 @@ class AlertStore:
             event_type="alert_rule",
             event_key="rule",
             fields=FIELDS,
-            log_maxlen=settings.event_log_maxlen,
-            tombstone_ttl_ms=int(settings.tombstone_ttl * 1000),
-            revisions_max=settings.revisions_max,
+            settings=settings,
         )
         # The write evaluates the rule in the same run: alert_eval.lua's functions come before rule_write.lua.
         self.script.script = scripts.load(redis, "versioned", "alert_eval", "rule_write")
@@ -219,18 +217,9 @@ class AlertStore:
 
     async def update(self, rule_id: str, patch: RuleUpdate, expected: int | None, actor: Actor = NOBODY) -> Written:
         given = patch.model_dump(exclude_unset=True, exclude={"version", *IMMUTABLE})
-        sets = {k: v for k, v in given.items() if v is not None}
-        clears = [k for k, v in given.items() if v is None and k in CLEARABLE]
         immutable = {k: getattr(patch, k) for k in IMMUTABLE if getattr(patch, k) is not None}
-        return await self.script.write(
-            "update",
-            rule_id,
-            self._keys(rule_id),
-            expected=expected,
-            sets=sets,
-            immutable=immutable,
-            clears=clears,
-            actor=actor,
+        return await self.script.update(
+            rule_id, self._keys(rule_id), given, CLEARABLE, expected=expected, immutable=immutable, actor=actor
         )
 
     async def delete(self, rule_id: str, expected: int | None, actor: Actor = NOBODY) -> Written:

@@ -139,9 +139,7 @@ class AnnotationStore:
             event_type="annotation",
             event_key="annotation",
             fields=FIELDS,
-            log_maxlen=settings.event_log_maxlen,
-            tombstone_ttl_ms=int(settings.tombstone_ttl * 1000),
-            revisions_max=settings.revisions_max,
+            settings=settings,
         )
 
     def _keys(self, annotation_id: str) -> list[str]:
@@ -164,18 +162,16 @@ class AnnotationStore:
     ) -> Written:
         check_range(patch.ts, patch.ts_end)
         given = patch.model_dump(exclude_unset=True, exclude={"version", "device", *AUTHORSHIP})
-        sets = {k: v for k, v in given.items() if v is not None} | authorship(actor)
-        clears = [k for k, v in given.items() if v is None and k in CLEARABLE]
         immutable = {"device": patch.device} if patch.device is not None else {}
-        return await self.script.write(
-            "update",
+        return await self.script.update(
             annotation_id,
             self._keys(annotation_id),
+            given,
+            CLEARABLE,
             expected=expected,
-            sets=sets,
             immutable=immutable,
-            clears=clears,
             actor=actor,
+            also_sets=authorship(actor),
         )
 
     async def delete(self, annotation_id: str, expected: int | None, actor: Actor = NOBODY) -> Written:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from app.errors import ApiError, BadRequest, Conflict, Gone, NotFound, Unprocessable
+from app.settings import Settings
 from app.storage import lua as scripts
 from app.validation import now_ms
 
@@ -108,18 +109,17 @@ class VersionedScript:
         event_type: str,
         event_key: str,
         fields: Sequence[str],
-        log_maxlen: int,
-        tombstone_ttl_ms: int,
-        revisions_max: int,
+        settings: Settings,
     ) -> None:
         self.script: AsyncScript = scripts.load(redis, "versioned", script)
         self.noun = noun
         self.event_type = event_type
         self.event_key = event_key  # the document's key in the event data
         self.fields = ",".join(fields)
-        self.log_maxlen = log_maxlen
-        self.tombstone_ttl_ms = tombstone_ttl_ms
-        self.revisions_max = revisions_max
+        # The limits every document type shares: the event log's length, how long a tombstone stays, revisions kept.
+        self.log_maxlen = settings.event_log_maxlen
+        self.tombstone_ttl_ms = int(settings.tombstone_ttl * 1000)
+        self.revisions_max = settings.revisions_max
 
     async def write(
         self,
@@ -164,6 +164,26 @@ class VersionedScript:
             assert current is not None
             return Written(current, event_id.decode())
         raise self._error(status, doc_id, current, field.decode())
+
+    async def update(
+        self,
+        doc_id: str,
+        keys: Sequence[str],
+        given: Mapping[str, Any],
+        clearable: Collection[str],
+        *,
+        expected: int | None,
+        immutable: Mapping[str, Any],
+        actor: Actor,
+        also_sets: Mapping[str, Any] | None = None,
+    ) -> Written:
+        """An update from a patch's given fields: a value sets it, a null clears it (if ``clearable``, else is
+        ignored); ``also_sets`` are set as well (the authorship an annotation records)."""
+        sets = {k: v for k, v in given.items() if v is not None} | dict(also_sets or {})
+        clears = [k for k, v in given.items() if v is None and k in clearable]
+        return await self.write(
+            "update", doc_id, keys, expected=expected, sets=sets, immutable=immutable, clears=clears, actor=actor
+        )
 
     def _error(self, status: str, doc_id: str, current: dict[str, Any] | None, field: str) -> ApiError:
         noun = self.noun.replace("_", " ")

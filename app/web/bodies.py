@@ -7,7 +7,8 @@ as well, because htmx forms post forms.
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import orjson
 from quart import request
@@ -78,26 +79,25 @@ def slug_arg(name: str) -> str | None:
 
 
 def int_arg(name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"query parameter {name!r} must be an integer", code="bad_query") from None
-    if not lo <= value <= hi:
-        raise BadRequest(f"query parameter {name!r} must be between {lo} and {hi}", code="bad_query")
-    return value
+    return _number_arg(name, default, lo, hi, int, "an integer")
 
 
 def float_arg(name: str, default: float, lo: float, hi: float) -> float:
+    return _number_arg(name, default, lo, hi, float, "a number")
+
+
+N = TypeVar("N", int, float)
+
+
+def _number_arg(name: str, default: N, lo: N, hi: N, parse: Callable[[str], N], kind: str) -> N:
+    """A query parameter as a number in [lo, hi]; absent or empty: ``default``; else a 400 naming it."""
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = float(raw)
+        value = parse(raw)
     except ValueError:
-        raise BadRequest(f"query parameter {name!r} must be a number", code="bad_query") from None
+        raise BadRequest(f"query parameter {name!r} must be {kind}", code="bad_query") from None
     if not lo <= value <= hi:
         raise BadRequest(f"query parameter {name!r} must be between {lo} and {hi}", code="bad_query")
     return value

@@ -30,7 +30,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 
 from quart import Blueprint
 
@@ -137,6 +137,25 @@ def declare(
     return spec
 
 
+class OpFields(TypedDict, total=False):
+    """What ``route`` and ``also`` take besides the method, rule, summary and tag: ``Op``'s optional fields
+    (see there), declared once for both."""
+
+    description: str
+    params: tuple[Param, ...]
+    body: str | None
+    body_required: bool
+    form_only: bool
+    ok: int
+    ok_schema: str | Mapping[str, Any] | None
+    ok_type: str
+    htmx: bool
+    ok_also: tuple[str, ...]
+    errors: tuple[int, ...]
+    answers: Mapping[int, Mapping[str, Any]]
+    extra: Mapping[str, Any]
+
+
 def route(
     bp: Blueprint,
     method: str,
@@ -145,43 +164,13 @@ def route(
     access: frozenset[Role] | None,
     summary: str,
     tag: str,
-    description: str = "",
-    params: tuple[Param, ...] = (),
-    body: str | None = None,
-    body_required: bool = True,
-    form_only: bool = False,
-    ok: int = 200,
-    ok_schema: str | Mapping[str, Any] | None = None,
-    ok_type: str = "application/json",
-    htmx: bool = False,
-    ok_also: tuple[str, ...] = (),
-    errors: tuple[int, ...] = (),
-    answers: Mapping[int, Mapping[str, Any]] | None = None,
-    extra: Mapping[str, Any] | None = None,
     csrf_exempt: bool = False,
     rate_exempt: bool = False,
     fast_path: bool = False,
+    **fields: Unpack[OpFields],
 ) -> Callable[[F], F]:
     """Register ``method rule`` on ``bp`` and declare the endpoint: access, exemptions, its operation."""
-    op = _op(
-        method,
-        rule,
-        summary,
-        tag,
-        description,
-        params,
-        body,
-        ok,
-        ok_schema,
-        ok_type,
-        errors,
-        extra,
-        body_required=body_required,
-        form_only=form_only,
-        htmx=htmx,
-        ok_also=ok_also,
-        answers=answers,
-    )
+    op = _op(method, rule, summary, tag, fields)
 
     def decorator(func: F) -> F:
         bp.add_url_rule(rule, view_func=func, methods=[method.upper()])
@@ -199,46 +188,10 @@ def route(
 
 
 def also(
-    bp: Blueprint,
-    method: str,
-    rule: str,
-    *,
-    summary: str,
-    tag: str,
-    description: str = "",
-    params: tuple[Param, ...] = (),
-    body: str | None = None,
-    body_required: bool = True,
-    form_only: bool = False,
-    ok: int = 200,
-    ok_schema: str | Mapping[str, Any] | None = None,
-    ok_type: str = "application/json",
-    htmx: bool = False,
-    ok_also: tuple[str, ...] = (),
-    errors: tuple[int, ...] = (),
-    answers: Mapping[int, Mapping[str, Any]] | None = None,
-    extra: Mapping[str, Any] | None = None,
+    bp: Blueprint, method: str, rule: str, *, summary: str, tag: str, **fields: Unpack[OpFields]
 ) -> Callable[[F], F]:
     """One more method or path for a handler that has a ``route``: same endpoint, same rules, its own operation."""
-    op = _op(
-        method,
-        rule,
-        summary,
-        tag,
-        description,
-        params,
-        body,
-        ok,
-        ok_schema,
-        ok_type,
-        errors,
-        extra,
-        body_required=body_required,
-        form_only=form_only,
-        htmx=htmx,
-        ok_also=ok_also,
-        answers=answers,
-    )
+    op = _op(method, rule, summary, tag, fields)
 
     def decorator(func: F) -> F:
         bp.add_url_rule(rule, view_func=func, methods=[method.upper()])
@@ -254,49 +207,13 @@ def also(
     return decorator
 
 
-def _op(
-    method: str,
-    rule: str,
-    summary: str,
-    tag: str,
-    description: str,
-    params: tuple[Param, ...],
-    body: str | None,
-    ok: int,
-    ok_schema: str | Mapping[str, Any] | None,
-    ok_type: str,
-    errors: tuple[int, ...],
-    extra: Mapping[str, Any] | None,
-    *,
-    body_required: bool,
-    form_only: bool,
-    htmx: bool,
-    ok_also: tuple[str, ...],
-    answers: Mapping[int, Mapping[str, Any]] | None,
-) -> Op:
+def _op(method: str, rule: str, summary: str, tag: str, fields: OpFields) -> Op:
     if method.upper() not in METHODS:
         raise ValueError(f"{method} {rule}: unknown method")
     if tag not in TAGS:
         raise ValueError(f"{method} {rule}: tag {tag!r} is not one of {TAGS}")
-    return Op(
-        method.lower(),
-        openapi_path(rule),
-        summary,
-        tag,
-        description=description,
-        params=params,
-        body=body,
-        body_required=body_required,
-        form_only=form_only,
-        ok=ok,
-        ok_schema=ok_schema,
-        ok_type=ok_type,
-        htmx=htmx,
-        ok_also=ok_also,
-        errors=errors,
-        answers=dict(answers or {}),
-        extra=dict(extra or {}),
-    )
+    op = Op(method.lower(), openapi_path(rule), summary, tag, **fields)  # Op's defaults for what is not given
+    return replace(op, answers=dict(op.answers), extra=dict(op.extra))  # copies: the caller's mappings stay theirs
 
 
 def _check_op(endpoint: str, op: Op) -> None:

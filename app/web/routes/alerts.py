@@ -9,25 +9,26 @@ snapshots, each with the event-log cursor to stream from.
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response
 
 from app.auth.access import ADMIN, READ
 from app.auth.guard import current_identity
 from app.documents.alert_rules import RuleCreate, RuleUpdate, rule_form_fields
-from app.documents.versioned import expected_version
 from app.errors import Unprocessable
 from app.services import services
-from app.validation import parse_model
-from app.web.bodies import json_or_form, slug_arg
+from app.web.bodies import slug_arg
 from app.web.responses import NO_STORE, json_response
 from app.web.routes.document_views import (
-    delete_precondition,
+    delete_document,
+    delete_routes,
     doc_response,
+    document_body,
+    if_match,
     live_document,
     revisions_response,
     visible_document,
 )
-from app.web.routing import BODY_ERRORS, DEVICE, IF_MATCH, METRIC, RULE_ID, WRITE_ERRORS, also, route
+from app.web.routing import BODY_ERRORS, DEVICE, IF_MATCH, METRIC, RULE_ID, WRITE_ERRORS, route
 
 bp = Blueprint("alerts", __name__)
 
@@ -79,11 +80,7 @@ async def states() -> Response:
     errors=BODY_ERRORS,
 )
 async def create() -> Response:
-    body, is_form = await json_or_form()
-    if is_form:
-        body = rule_form_fields(body, update=False)
-        body.pop("version", None)
-    data = parse_model(RuleCreate, body)
+    _, data = await document_body(RuleCreate, rule_form_fields, update=False)
     await _known_channels(data.channels)
     written = await services().alerts.create(data, current_identity().actor())
     return doc_response(written.doc, 201, f"/api/alerts/rules/{written.doc['id']}")
@@ -132,43 +129,21 @@ async def revisions(rule_id: str) -> Response:
 )
 async def update(rule_id: str) -> Response:
     await visible_document(services().alerts, rule_id, NOUN)
-    body, is_form = await json_or_form()
-    if is_form:
-        body = rule_form_fields(body, update=True)
-    patch = parse_model(RuleUpdate, body)
+    _, patch = await document_body(RuleUpdate, rule_form_fields, update=True)
     await _known_channels(patch.channels or [])
-    expected = expected_version(patch.version, request.headers.get("If-Match"))
+    expected = if_match(patch.version)
     written = await services().alerts.update(rule_id, patch, expected, current_identity().actor())
     return doc_response(written.doc)
 
 
-@route(
+@delete_routes(
     bp,
-    "POST",
-    "/api/alerts/rules/<rule_id>/delete",
+    "/api/alerts/rules/<rule_id>",
     access=ADMIN,
     summary="Delete an alert rule",
     tag="alerts",
     description="Same version rules as an update; the body is optional.",
     params=(RULE_ID, IF_MATCH),
-    body="Precondition",
-    body_required=False,
-    errors=WRITE_ERRORS,
-)
-@also(
-    bp,
-    "DELETE",
-    "/api/alerts/rules/<rule_id>",
-    summary="Delete an alert rule",
-    tag="alerts",
-    description="Same version rules as an update; the body is optional.",
-    params=(RULE_ID, IF_MATCH),
-    body="Precondition",
-    body_required=False,
-    errors=WRITE_ERRORS,
 )
 async def delete(rule_id: str) -> Response:
-    await visible_document(services().alerts, rule_id, NOUN)
-    author, expected = await delete_precondition()
-    written = await services().alerts.delete(rule_id, expected, current_identity().actor(author))
-    return doc_response(written.doc)
+    return doc_response((await delete_document(services().alerts, rule_id, NOUN)).doc)

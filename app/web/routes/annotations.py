@@ -14,22 +14,25 @@ from quart import Blueprint, Response, render_template, request
 from app.auth.access import ANNOTATE, READ
 from app.auth.guard import current_identity, require_device_visible
 from app.documents.annotations import AnnotationCreate, AnnotationUpdate, form_fields
-from app.documents.versioned import Written, etag, expected_version
+from app.documents.versioned import Written, etag
 from app.errors import BadRequest, Conflict
 from app.services import services
-from app.validation import now_ms, parse_model
-from app.web.bodies import int_arg, json_or_form, slug_arg
+from app.validation import now_ms
+from app.web.bodies import int_arg, slug_arg
 from app.web.htmx import is_htmx
 from app.web.responses import NO_STORE, json_response
 from app.web.routes.document_views import (
-    delete_precondition,
+    delete_document,
+    delete_routes,
     doc_response,
+    document_body,
+    if_match,
     live_document,
     revisions_response,
     visible_document,
 )
 from app.web.routes.readings import TIME, time_arg
-from app.web.routing import ANN_ID, BODY_ERRORS, DEVICE, IF_MATCH, METRIC, WRITE_ERRORS, Param, also, route
+from app.web.routing import ANN_ID, BODY_ERRORS, DEVICE, IF_MATCH, METRIC, WRITE_ERRORS, Param, route
 
 bp = Blueprint("annotations", __name__)
 
@@ -105,11 +108,7 @@ async def list_annotations() -> Response:
     errors=BODY_ERRORS,
 )
 async def create() -> Response:
-    body, is_form = await json_or_form()
-    if is_form:
-        body = form_fields(body, update=False)
-        body.pop("version", None)  # an empty editor posts its (empty) version field
-    data = parse_model(AnnotationCreate, body)
+    _, data = await document_body(AnnotationCreate, form_fields, update=False)
     require_device_visible(data.device)
     actor = current_identity().actor(data.author)  # the caller; a body author only counts with auth off
     return await _written(await services().annotations.create(data, actor), 201)
@@ -166,11 +165,8 @@ async def revisions(annotation_id: str) -> Response:
 )
 async def update(annotation_id: str) -> Response:
     await visible_document(services().annotations, annotation_id, NOUN)
-    body, is_form = await json_or_form()
-    if is_form:
-        body = form_fields(body, update=True)
-    patch = parse_model(AnnotationUpdate, body)
-    expected = expected_version(patch.version, request.headers.get("If-Match"))
+    body, patch = await document_body(AnnotationUpdate, form_fields, update=True)
+    expected = if_match(patch.version)
     try:
         written = await services().annotations.update(
             annotation_id, patch, expected, current_identity().actor(patch.author)
@@ -191,37 +187,18 @@ async def _conflict(mine: dict[str, Any], theirs: dict[str, Any]) -> Response:
     )
 
 
-@route(
+@delete_routes(
     bp,
-    "POST",
-    "/api/annotations/<annotation_id>/delete",
+    "/api/annotations/<annotation_id>",
     access=ANNOTATE,
     summary="Delete an annotation",
     tag="annotations",
     description="Same version rules as an update; the body is optional. With HX-Request the answer is empty HTML.",
     params=(ANN_ID, IF_MATCH),
-    body="Precondition",
-    body_required=False,
     htmx=True,
-    errors=WRITE_ERRORS,
-)
-@also(
-    bp,
-    "DELETE",
-    "/api/annotations/<annotation_id>",
-    summary="Delete an annotation",
-    tag="annotations",
-    description="Same version rules as an update; the body is optional. With HX-Request the answer is empty HTML.",
-    params=(ANN_ID, IF_MATCH),
-    body="Precondition",
-    body_required=False,
-    htmx=True,
-    errors=WRITE_ERRORS,
 )
 async def delete(annotation_id: str) -> Response:
-    await visible_document(services().annotations, annotation_id, NOUN)
-    author, expected = await delete_precondition()
-    written = await services().annotations.delete(annotation_id, expected, current_identity().actor(author))
+    written = await delete_document(services().annotations, annotation_id, NOUN)
     if is_htmx():
         return Response("", status=200, content_type="text/html; charset=utf-8")
     return doc_response(written.doc)
