@@ -12,7 +12,7 @@ the hub has already passed its starting point.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 import redis as sync_redis
@@ -22,6 +22,7 @@ from app.storage.batching import BatchedGet, SharedRead
 
 from .servers import AppServer
 from .sse_client import open_stream, payload
+from .waiting import async_wait_until
 
 ADMIN = "storm-admin-token-0123456789abcdef"
 STREAMS = 300
@@ -122,3 +123,50 @@ async def test_batched_gets_are_one_mget_and_never_older_than_the_ask(redis_url:
         sync.delete(*keys)
         sync.close()
         await redis.aclose()
+
+
+async def test_the_per_token_stream_limit_holds_in_a_storm(start_server: Callable[..., AppServer]) -> None:
+    """Every open is checked against the limit before any of them subscribes: each allowed one claims its slot."""
+    server = start_server(
+        LIVEDASH_AUTH="on", SECRET_KEY="s" * 32, LIVEDASH_ADMIN_TOKEN=ADMIN, LIVEDASH_STREAMS_PER_TOKEN="20"
+    )
+    async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN}"}) as http:
+        token = (await http.post("/api/tokens", json={"role": "viewer", "name": "storm"})).json()["token"]
+    headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+    hold = asyncio.Event()
+    async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=httpx.Limits(max_connections=100)) as http:
+
+        async def one() -> int:
+            async with http.stream("GET", "/api/stream", headers=headers) as response:
+                if response.status_code == 200:
+                    await hold.wait()  # keep it open until every attempt has its answer
+                return response.status_code
+
+        attempts = [asyncio.create_task(one()) for _ in range(60)]
+
+        async def refused() -> bool:
+            return sum(1 for t in attempts if t.done()) >= 40
+
+        await async_wait_until(refused, timeout=20, what="40 answers 429 while 20 streams stay open")
+        hold.set()
+        statuses = await asyncio.gather(*attempts)
+    assert sorted(statuses) == [200] * 20 + [429] * 40
+
+    async def open_again() -> bool:
+        # The slots come back as the streams close (the server notices each client leaving).
+        async with open_stream(server.url, headers={"Authorization": f"Bearer {token}"}) as stream:
+            return (await stream.next()).event == "ready"
+
+    for _ in range(21):  # more than the limit, one after another: nothing leaked
+        assert await _retrying(open_again)
+
+
+async def _retrying(opener: Callable[[], Awaitable[bool]]) -> bool:
+    for _ in range(50):
+        try:
+            return await opener()
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 429:
+                raise
+            await asyncio.sleep(0.1)
+    return False

@@ -15,11 +15,15 @@ its presence too (its events are on ``room/device:<d>``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from app.auth.tokens import Role, TokenCreate
 from app.documents.versioned import Actor
 from app.events.topics import TopicFilter
 from app.web.routing import declaration
+
+if TYPE_CHECKING:
+    from app.events.hub import Claim
 
 READ = frozenset({Role.VIEWER, Role.EDITOR, Role.ADMIN})
 ANNOTATE = frozenset({Role.EDITOR, Role.ADMIN})
@@ -130,7 +134,7 @@ class ScopedTopics(TopicFilter):
     finds the credential behind each open stream.
     """
 
-    __slots__ = ("identity", "reauth_sent", "scope", "stream")
+    __slots__ = ("claim", "identity", "reauth_sent", "scope", "stream")
 
     def __init__(self, requested: TopicFilter, identity: Identity, *, stream: bool) -> None:
         super().__init__(requested.patterns)
@@ -138,6 +142,8 @@ class ScopedTopics(TopicFilter):
         self.scope = identity.scope
         self.stream = stream
         self.reauth_sent: int | None = None
+        # The stream slot counted when the open was allowed (guard.scoped_topics), until it subscribes.
+        self.claim: Claim | None = None
 
     @property
     def everything(self) -> bool:
@@ -146,6 +152,13 @@ class ScopedTopics(TopicFilter):
     @property
     def owner(self) -> str | None:
         return self.identity.token_id if self.stream else None
+
+    def take_claim(self) -> bool:
+        claim, self.claim = self.claim, None
+        if claim is None:
+            return False
+        claim.transfer()
+        return True
 
     def matches(self, topic: str) -> bool:
         return super().matches(topic) and scope_allows(self.scope, topic)

@@ -370,11 +370,13 @@ def scoped_topics(svc: Services, identity: Identity, raw: str | None, *, stream:
     """The requested topic filter narrowed to ``identity``'s scope.
 
     For a stream it also enforces the per-token stream limit (this process):
-    the open streams are the hub's subscriptions that carry the same token.
+    the open streams are the hub's subscriptions that carry the same token,
+    and the opens allowed but not subscribed yet (each claims its slot here).
     """
     requested = topic_filter(raw)
     if identity is ANONYMOUS:
         return requested
+    topics = ScopedTopics(requested, identity, stream=stream)
     if stream:
         limit = svc.settings.streams_per_token
         open_ = svc.hub.streams_of(identity.token_id)
@@ -384,7 +386,8 @@ def scoped_topics(svc: Services, identity: Identity, raw: str | None, *, stream:
                 code="too_many_streams",
                 headers={"Retry-After": "5"},
             )
-    return ScopedTopics(requested, identity, stream=stream)
+        topics.claim = svc.hub.claim(identity.token_id)
+    return topics
 
 
 def require_room(room: str) -> None:

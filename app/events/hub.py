@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections import Counter, deque
 from dataclasses import dataclass
 
@@ -165,6 +166,26 @@ class Subscription:
         return skipped
 
 
+class Claim:
+    """A stream slot counted for its owner from the moment the open was allowed until it subscribes.
+
+    Without it, the opens of a reconnect storm were all checked against the
+    per-token limit before any of them subscribed, and all got in. Given back
+    if the stream never subscribes (a refusal after the check, a client gone
+    before its body ran): when the claim is dropped, at the latest.
+    """
+
+    __slots__ = ("__weakref__", "_finalizer")
+
+    def __init__(self, hub: Hub, owner: str) -> None:
+        hub._owned[owner] += 1
+        self._finalizer = weakref.finalize(self, hub._give_back, owner)
+
+    def transfer(self) -> None:
+        """The subscription counts from now on."""
+        self._finalizer.detach()
+
+
 class Hub:
     """This process's subscribers, and the dispatch of events and shared frames to them."""
 
@@ -206,7 +227,7 @@ class Hub:
         stream = cancel_on_overflow
         sub = Subscription(topics, self.queue_size, task, self.pacer if stream else None, conflate=stream)
         self.subscriptions.add(sub)
-        if (owner := topics.owner) is not None:
+        if (owner := topics.owner) is not None and not topics.take_claim():
             self._owned[owner] += 1
         self._peak = max(self._peak, len(self.subscriptions))
         if self.pacer is not None:
@@ -224,16 +245,23 @@ class Hub:
         return key is not None and self.last_key is not None and self.healthy.is_set() and self.last_key <= key
 
     def streams_of(self, owner: str) -> int:
-        """How many of this process's streams ``owner`` has open."""
+        """How many of this process's streams ``owner`` has open (or allowed to open: ``claim``)."""
         return self._owned.get(owner, 0)
+
+    def claim(self, owner: str) -> Claim:
+        """Count a stream ``owner`` was just allowed to open, before it subscribes."""
+        return Claim(self, owner)
+
+    def _give_back(self, owner: str) -> None:
+        self._owned[owner] -= 1
+        if self._owned[owner] <= 0:
+            del self._owned[owner]
 
     def _forget(self, sub: Subscription) -> None:
         if sub in self.subscriptions:
             self.subscriptions.discard(sub)
             if (owner := sub.topics.owner) is not None:
-                self._owned[owner] -= 1
-                if self._owned[owner] <= 0:
-                    del self._owned[owner]
+                self._give_back(owner)
         # A set never shrinks its table on removal, and iterating it walks the
         # whole table: after a peak of 10,000 streams, every event's dispatch
         # would cost ~50 µs with none left open. Rebuild it once it is mostly empty.

@@ -70,6 +70,10 @@ class TopicFilter:
         """Whose stream this is, for per-owner stream counts (``Hub.streams_of``); None: nobody's."""
         return None
 
+    def take_claim(self) -> bool:
+        """Hand a slot already counted for ``owner`` (``Hub.claim``) to the subscription; False: none held."""
+        return False
+
     def matches(self, topic: str) -> bool:
         if self._everything or topic in self._exact:
             return True
