@@ -53,8 +53,8 @@ async def token(admin: httpx.AsyncClient, role: str, **extra: object) -> str:
     return str(made.json()["token"])
 
 
-def streams_open(server: AppServer) -> float:
-    text = httpx.get(server.url + "/metrics", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=5).text
+def streams_open(server: AppServer, admin: str = ADMIN) -> float:
+    text = httpx.get(server.url + "/metrics", headers={"Authorization": f"Bearer {admin}"}, timeout=5).text
     match = re.search(r"^livedash_streams_open (\S+)$", text, re.M)
     assert match, text
     return float(match.group(1))

@@ -12,7 +12,7 @@ the hub has already passed its starting point.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import httpx
 import redis as sync_redis
@@ -22,6 +22,7 @@ from app.storage.batching import BatchedGet, SharedRead
 
 from .servers import AppServer
 from .sse_client import open_stream, payload
+from .test_raw_stream import streams_open
 from .waiting import async_wait_until
 
 ADMIN = "storm-admin-token-0123456789abcdef"
@@ -152,21 +153,11 @@ async def test_the_per_token_stream_limit_holds_in_a_storm(start_server: Callabl
         statuses = await asyncio.gather(*attempts)
     assert sorted(statuses) == [200] * 20 + [429] * 40
 
-    async def open_again() -> bool:
-        # The slots come back as the streams close (the server notices each client leaving).
-        async with open_stream(server.url, headers={"Authorization": f"Bearer {token}"}) as stream:
-            return (await stream.next()).event == "ready"
+    async def all_closed() -> bool:
+        # The slots come back as the server notices each client leaving.
+        return streams_open(server, ADMIN) == 0
 
     for _ in range(21):  # more than the limit, one after another: nothing leaked
-        assert await _retrying(open_again)
-
-
-async def _retrying(opener: Callable[[], Awaitable[bool]]) -> bool:
-    for _ in range(50):
-        try:
-            return await opener()
-        except httpx.HTTPStatusError as exc:
-            if exc.response.status_code != 429:
-                raise
-            await asyncio.sleep(0.1)
-    return False
+        await async_wait_until(all_closed, timeout=10, what="the previous streams released")
+        async with open_stream(server.url, headers={"Authorization": f"Bearer {token}"}) as stream:
+            assert (await stream.next()).event == "ready"

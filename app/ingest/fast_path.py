@@ -36,12 +36,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from app.auth.direct import bearer_writer
 from app.errors import ApiError, RequestTimeout, body_too_large, storage_unavailable
 from app.errors import json_body as error_json
-from app.ops.logs import REQUEST_ID_HEADER, new_request_id, record_request, request_id_var
+from app.ops.logs import ASGI_REQUEST_ID_HEADER, asgi_request_id, record_request, request_id_var
 from app.services import services_of
 from app.web.bodies import is_json, parse_json
 from app.web.routes.readings import accept_readings
 from app.web.routing import fast_path_op
-from app.web.security_headers import HEADERS
+from app.web.security_headers import ASGI_HEADERS
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 ENDPOINT, _OP = fast_path_op()
 PATH, METHOD = _OP.path, _OP.method.upper()
 
-_BASE_HEADERS = [(k.lower().encode(), v.encode()) for k, v in HEADERS.items()]
 _JSON = (b"content-type", b"application/json")
 
 ASGIApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
@@ -77,8 +76,7 @@ class FastIngest:
     async def _serve(self, headers: dict[bytes, bytes], receive: ASGIReceiveCallable, send: ASGISendCallable) -> bool:
         """False: not settled here, nothing read or sent; Quart takes the request."""
         started = time.perf_counter()
-        incoming = headers.get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
-        rid = new_request_id(incoming or None)
+        rid = asgi_request_id(headers)
         token = request_id_var.set(rid)
         status = await self._answer(headers, receive, send, rid)
         if status is None:
@@ -148,8 +146,8 @@ async def _respond(
     headers = [
         _JSON,
         (b"content-length", str(len(body)).encode()),
-        (REQUEST_ID_HEADER.lower().encode(), rid.encode()),
-        *_BASE_HEADERS,
+        (ASGI_REQUEST_ID_HEADER, rid.encode()),
+        *ASGI_HEADERS,
     ]
     if extra:
         headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]

@@ -50,9 +50,15 @@ access_log = logging.getLogger("livedash.access")
 stream_log = logging.getLogger("livedash.stream")
 
 REQUEST_ID_HEADER = "X-Request-ID"
+ASGI_REQUEST_ID_HEADER = REQUEST_ID_HEADER.lower().encode()
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
 request_id_var: ContextVar[str] = ContextVar("livedash_request_id", default="-")
+
+
+def asgi_request_id(headers: dict[bytes, bytes]) -> str:
+    """For a raw ASGI path: the request id, the client's if sane (``new_request_id``)."""
+    return new_request_id(headers.get(ASGI_REQUEST_ID_HEADER, b"").decode("latin-1") or None)
 
 
 def new_request_id(incoming: str | None) -> str:

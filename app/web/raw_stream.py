@@ -41,9 +41,9 @@ from app.auth.direct import stream_reader
 from app.errors import ApiError
 from app.events.drain import event_stream
 from app.ops.logs import (
-    REQUEST_ID_HEADER,
+    ASGI_REQUEST_ID_HEADER,
     StreamLife,
-    new_request_id,
+    asgi_request_id,
     record_request,
     request_id_var,
     stream_closed,
@@ -51,7 +51,7 @@ from app.ops.logs import (
 )
 from app.services import services_of
 from app.web.routes.stream import STREAM_HEADERS, stream_start
-from app.web.security_headers import HEADERS
+from app.web.security_headers import ASGI_HEADERS
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ ENDPOINT = "stream.stream"
 _HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     *((k.lower().encode(), v.encode()) for k, v in STREAM_HEADERS.items()),
-    *((k.lower().encode(), v.encode()) for k, v in HEADERS.items()),
+    *ASGI_HEADERS,
 ]
 
 ASGIApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
@@ -107,14 +107,13 @@ class RawStream:
             topics, fmt, resume = await stream_start(svc, identity, args, last_id)
         except (ApiError, RedisError, OSError):
             return False  # Quart answers with the refusal (or the 503) every other route gives
-        incoming = headers.get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
-        rid = new_request_id(incoming or None)
+        rid = asgi_request_id(headers)
         request_id_var.set(rid)
         await send(
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [*_HEADERS, (REQUEST_ID_HEADER.lower().encode(), rid.encode())],
+                "headers": [*_HEADERS, (ASGI_REQUEST_ID_HEADER, rid.encode())],
                 "trailers": False,
             }
         )

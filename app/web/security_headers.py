@@ -33,6 +33,9 @@ HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 
+# The same, as raw ASGI header pairs for the paths answered in front of Quart.
+ASGI_HEADERS = [(name.lower().encode(), value.encode()) for name, value in HEADERS.items()]
+
 
 async def add_headers(response: Response) -> Response:
     for name, value in HEADERS.items():
