@@ -63,11 +63,18 @@ class SeriesStore:
         self.max_series = max_series
         self.max_future_ms = max_future_ms
         self.layout = Layout.of(keys.prefix, raw_retention_ms, tiers)
-        self._layout_args = self.layout.script_args()
         # Each submitted batch is numbered so a script run knows where one ends (limits refuse a batch whole).
         self._batches = itertools.count()
         # Alert evaluation rides in the same script run (alert_eval.lua is a library).
-        self._ingest = scripts.load_lazy(redis, "alert_eval", "evaluate_alerts", "ingest_readings")
+        settings = scripts.constants(
+            {
+                "maxlen": str(log_maxlen),
+                "max_per_device": max_per_device,
+                "max_total": max_series,
+                **self.layout.script_constants(),
+            }
+        )
+        self._ingest = scripts.load_lazy(redis, "alert_eval", "evaluate_alerts", "ingest_readings", settings)
         # Concurrent POSTs share script runs; each batch stays whole inside one.
         self._group = GroupCommit(self._store, GROUP_MAX_READINGS)
 
@@ -108,6 +115,7 @@ class SeriesStore:
             self.keys.alert_rules_by_series,
             self.keys.alert_state,
             self.keys.series_per_device,
+            self.keys.rollup_open,
         ]
         sizes: list[int] = []
         previous = None
@@ -117,15 +125,7 @@ class SeriesStore:
             else:
                 sizes.append(1)
                 previous = batch
-        args: list[Any] = [
-            self.log_maxlen,
-            self.max_per_device,
-            self.max_series,
-            now_ms(),
-            *self._layout_args,
-            len(sizes),
-            *sizes,
-        ]
+        args: list[Any] = [self.keys.prefix, now_ms(), len(sizes), *sizes]
         for _, reading in items:
             sid = reading.series
             stored = orjson.dumps(reading.model_dump(exclude_none=True))
@@ -267,11 +267,13 @@ class SeriesStore:
         chunks = [(chunk, t) for t in (tier, legacy) for chunk in t.chunks(aligned, end)]
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xrevrange(self.keys.events, count=1)
+            pipe.hmget(self.keys.rollup_open, series_ids) if series_ids else pipe.echo("")
             for sid in series_ids:
                 for chunk, t in chunks:
                     pipe.get(self.layout.tier_key(t, sid, chunk))
-            newest, *replies = await pipe.execute()
+            newest, opens, *replies = await pipe.execute()
         result = RangeResult(cursor=_cursor(newest), step=plan.step)
+        now = now_ms()
         for n, sid in enumerate(series_ids):
             rows: list[Row] = []
             both = False
@@ -279,8 +281,14 @@ class SeriesStore:
                 if data:
                     both = both or (t is legacy and bool(rows))
                     rows.extend(decode_buckets(t, chunk, data, aligned, end))
+            # The newest bucket is open (rollups.py). Its chunk may hold a slot for it too (readings stored
+            # before the open buckets existed): the two merge like a late reading.
+            open_row = self.layout.decode_open(tier, opens[n]) if opens else None
+            if open_row and aligned <= open_row[0] <= end and not tier.expired(open_row[0], now):
+                rows.append(open_row)
+                both = True
             if both:
-                # A bucket written in both formats (across the upgrade) merges like a late reading.
+                # A bucket written in both formats (across the upgrade), or open, merges like a late reading.
                 rows.sort(key=itemgetter(0))
                 rows = merge(rows, tier.step)
             result.rows[sid] = merge(rows, plan.step) if plan.step != tier.step else rows

@@ -69,6 +69,12 @@ async def main() -> None:
     parser.add_argument("--readings", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--variants", default="full,raw-only,no-history", help="comma list")
+    parser.add_argument(
+        "--url",
+        default=None,
+        help="a Redis to use instead of a private embedded one (e.g. one started under valgrind to count "
+        "instructions); its keys are written under benchcost:* and deleted at the end",
+    )
     args = parser.parse_args()
     chosen = args.variants.split(",")
     # Settings the app does not know (an older commit) are ignored, as its environment would be.
@@ -82,9 +88,13 @@ async def main() -> None:
         if name.replace(" ", "-") in chosen
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        server = EmbeddedServer(Path(tmp))
-        server.ensure_running()
-        redis = Redis.from_url(server.url)
+        server = None
+        url = args.url
+        if not url:
+            server = EmbeddedServer(Path(tmp))
+            server.ensure_running()
+            url = server.url
+        redis = Redis.from_url(url)
         try:
             print(f"Redis CPU per reading, batches of {args.batch}, {args.readings:,} readings each:")
             # Each variant twice, in two orders, under its own prefix: the spread is the noise.
@@ -96,8 +106,12 @@ async def main() -> None:
             for name, runs in results.items():
                 print(f"  {name:<11} " + " / ".join(f"{m:5.1f}" for m in runs) + " µs")
         finally:
+            if not server:
+                async for key in redis.scan_iter(match="benchcost:*", count=1000):
+                    await redis.delete(key)
             await redis.aclose()
-            server.stop()
+            if server:
+                server.stop()
 
 
 if __name__ == "__main__":

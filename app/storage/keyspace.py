@@ -35,6 +35,11 @@ class Keys:
         return f"{self.prefix}history:{series}"
 
     @property
+    def rollup_open(self) -> str:
+        """Hash: series -> its open (newest) rollup bucket of each tier (storage/rollups.py)."""
+        return f"{self.prefix}rollup-open"
+
+    @property
     def series_per_device(self) -> str:
         """Hash: device -> how many series it has (the per-device series limit)."""
         return f"{self.prefix}series-per-device"

@@ -12,7 +12,13 @@ here (its header says why the layout is this one). In short, format 2:
   from the bucket start to last's ts in as few bytes as the step needs (2 for
   minutes, 3 for hours: 38 and 39 bytes a bucket); count 0 is a gap;
 * every chunk key expires (PXAT) at chunk end + retention, so trimming by time
-  costs nothing on the write path and no key outlives its data.
+  costs nothing on the write path and no key outlives its data;
+* each series' newest bucket of each tier is open: it lives in the series'
+  field of one hash (``rollup-open``): the tiers' steps (``open_signature``),
+  then per tier the bucket's start (a double) and its record, and joins its
+  chunk only when a newer bucket opens. A reader merges it with its slot of
+  the chunk (``Layout.decode_open``) and ignores it once its chunk would have
+  expired.
 
 A chunk's span (and so its key names) follows the retention: raw points about
 1/16 of it, at most 10 minutes; a tier 1/48 of it, at most 360 buckets (a
@@ -33,6 +39,8 @@ import math
 import struct
 from dataclasses import dataclass
 from typing import Any
+
+from app.storage.lua import LuaValue
 
 RAW_V1 = struct.Struct("<Id")
 # 3 bytes of offset (a chunk spans at most 10 minutes < 2**24 ms: the low 16 bits, the high 8) and the value.
@@ -81,6 +89,15 @@ class Tier:
     def bucket(self) -> struct.Struct:
         return struct.Struct("<ddddI" + _OFFSET_FORMAT[self.width]) if self.version == 2 else BUCKET_V1
 
+    @property
+    def open_bucket(self) -> struct.Struct:
+        """An open bucket (format 2): its start, then its record."""
+        return struct.Struct("<dddddI" + _OFFSET_FORMAT[self.width])
+
+    def expired(self, start: int, now: int) -> bool:
+        """Whether the chunk holding ``start`` is past its retention (Redis has let it expire)."""
+        return self.chunk_start(start) + self.span + self.keep <= now
+
 
 def raw_tier(keep_ms: int, version: int = 2) -> Tier:
     return Tier(0, keep_ms, max(1_000, min(MAX_RAW_SPAN_MS, keep_ms // CHUNKS_PER_RETENTION)), version)
@@ -117,33 +134,73 @@ class Layout:
         return f"{self.raw_base(tier)}{series}:{chunk}"
 
     def raw_base(self, tier: Tier) -> str:
-        return f"{self.prefix}raw:{'v2:' if tier.version == 2 else ''}{tier.span}:"
+        return f"{self.prefix}{_raw_name(tier)}"
 
     def tier_key(self, tier: Tier, series: str, chunk: int) -> str:
         return f"{self.tier_base(tier)}{series}:{chunk}"
 
     def tier_base(self, tier: Tier) -> str:
-        return f"{self.prefix}rollup:{'v2:' if tier.version == 2 else ''}{tier.step}:{tier.span}:"
+        return f"{self.prefix}{_tier_name(tier)}"
 
     def legacy(self, tier: Tier) -> Tier:
         """The format 1 tier of a format 2 one (same step and retention)."""
         return self.legacy_raw if tier.step == 0 else self.legacy_tiers[self.tiers.index(tier)]
 
-    def script_args(self) -> list[Any]:
-        """What ingest_readings.lua needs: the key prefix, raw keep, span and key base, then each tier's.
+    def script_constants(self) -> dict[str, LuaValue]:
+        """What ingest_readings.lua knows of the layout, as constants of its text (its header names them).
 
-        A tier's bucket size and Lua struct format come ready-made: the script
-        would otherwise rebuild them on every run.
+        Key bases come without the prefix (the script gets that as an
+        argument), so every deployment with these settings runs one script.
         """
-        args: list[Any] = [self.prefix, self.raw.keep, self.raw.span, self.raw_base(self.raw), len(self.tiers)]
-        for tier in self.tiers:
-            args += [tier.step, tier.keep, tier.span, tier.bucket.size, f"<ddddI4I{tier.width}", self.tier_base(tier)]
-        return args
+        records = [f"ddddI4I{t.width}" for t in self.tiers]
+        return {
+            "raw_keep": self.raw.keep,
+            "raw_span": self.raw.span,
+            "raw_name": _raw_name(self.raw),
+            "open_signature": self.open_signature,
+            "ntiers": len(self.tiers),
+            "t_step": [t.step for t in self.tiers],
+            "t_keep": [t.keep for t in self.tiers],
+            "t_span": [t.span for t in self.tiers],
+            "t_size": [t.bucket.size for t in self.tiers],
+            "t_format": [f"<{r}" for r in records],
+            "t_open": [f"<d{r}" for r in records],
+            "t_name": [_tier_name(t) for t in self.tiers],
+        }
+
+    @property
+    def open_signature(self) -> str:
+        """What a series' open buckets start with: the tiers they were written for (other tiers ignore them)."""
+        return "v2:" + ",".join(str(t.step) for t in self.tiers) + ";"
+
+    def decode_open(self, tier: Tier, value: bytes | None) -> Row | None:
+        """A series' open bucket of ``tier`` from its field of the open-buckets hash, if it holds one."""
+        signature = self.open_signature.encode()
+        if not value or not value.startswith(signature) or tier not in self.tiers:
+            return None
+        at = len(signature)
+        for t in self.tiers:
+            if t is tier:
+                start, low, high, total, last_value, count, *offset = t.open_bucket.unpack_from(value, at)
+                if not count:
+                    return None
+                bucket = int(start)
+                return (bucket, low, high, total, count, last_value, bucket + _offset(offset))
+            at += t.open_bucket.size
+        return None
 
     @property
     def oldest_kept(self) -> int:
         """How far back (ms before now) any tier keeps anything."""
         return max([self.raw.keep, *(t.keep for t in self.tiers)])
+
+
+def _raw_name(tier: Tier) -> str:
+    return f"raw:{'v2:' if tier.version == 2 else ''}{tier.span}:"
+
+
+def _tier_name(tier: Tier) -> str:
+    return f"rollup:{'v2:' if tier.version == 2 else ''}{tier.step}:{tier.span}:"
 
 
 def decode_raw(chunk: int, data: bytes, version: int = 2) -> list[tuple[int, float]]:
@@ -164,9 +221,13 @@ def decode_buckets(tier: Tier, chunk: int, data: bytes, start: int, end: int) ->
         low, high, total, last_value, count, *offset = record.unpack_from(data, index * record.size)
         if count:
             bucket = chunk + index * tier.step
-            last_offset = offset[0] | (offset[1] << 16 if len(offset) == 2 else 0)
-            rows.append((bucket, low, high, total, count, last_value, bucket + last_offset))
+            rows.append((bucket, low, high, total, count, last_value, bucket + _offset(offset)))
     return rows
+
+
+def _offset(parts: list[int]) -> int:
+    """A bucket's offset to its last reading, from its one or two unpacked parts (3 bytes: 'HB')."""
+    return parts[0] | (parts[1] << 16 if len(parts) == 2 else 0)
 
 
 def merge(rows: list[Row], step: int) -> list[Row]:

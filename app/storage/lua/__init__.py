@@ -36,6 +36,29 @@ def lazy_library(name: str, export: str) -> str:
     return f"local function {export}_library()\n{source(name)}\nreturn {export}\nend"
 
 
-def load_lazy(redis: Redis, library: str, export: str, name: str) -> AsyncScript:
-    """``name`` with ``library`` prepended as a lazy library (``lazy_library``)."""
-    return redis.register_script(lazy_library(library, export) + "\n" + source(name))
+def load_lazy(redis: Redis, library: str, export: str, name: str, prologue: str = "") -> AsyncScript:
+    """``name`` with ``library`` prepended as a lazy library (``lazy_library``), after ``prologue``."""
+    return redis.register_script(lazy_library(library, export) + "\n" + prologue + source(name))
+
+
+LuaValue = int | str | list[int] | list[str]
+
+
+def constants(values: dict[str, LuaValue]) -> str:
+    """Lua ``local`` declarations of these values, to prepend to a script.
+
+    A script's settings made constants of its text are compiled once, where
+    arguments are parsed on every run (``tonumber`` of a string costs as much
+    as a cheap command). Each distinct set of values is a script of its own in
+    Redis' script cache, so only settings go here, never a key prefix.
+    """
+    return "".join(f"local {name} = {_literal(value)}\n" for name, value in values.items())
+
+
+def _literal(value: LuaValue) -> str:
+    if isinstance(value, list):
+        return "{" + ", ".join(_literal(v) for v in value) + "}"
+    if isinstance(value, int):
+        return str(value)
+    # Lua's decimal escapes cover any byte: nothing in a value can end the string or the line.
+    return '"' + "".join(chr(b) if 32 <= b < 127 and b not in b'"\\' else f"\\{b:03d}" for b in value.encode()) + '"'

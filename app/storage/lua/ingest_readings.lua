@@ -23,7 +23,7 @@
 --     still the latest if it is newer, still an event, and answers 'o' .. id
 --     so the 202 can count it as too old;
 --   * one `metric` event per reading is appended to the event log
---     (MAXLEN ~ ARGV[1]), carrying the series id and whether the reading
+--     (MAXLEN ~ maxlen), carrying the series id and whether the reading
 --     became the latest;
 --   * then the alert rules of the stored readings' series are evaluated over
 --     them in ts order (ties in run order), so every `alert` event comes after
@@ -41,16 +41,28 @@
 --   * raw: APPEND 11 bytes (struct '<I3d': ms from the chunk start in 3
 --     bytes, as a chunk spans at most 10 minutes, then the value): one command
 --     per reading; points are sorted when read;
---   * a tier: the chunk is allocated whole (zeros) when its first reading
---     comes, then each reading is GETRANGE + SETRANGE of its bucket (struct
+--   * a tier: each series' newest bucket of each tier is open: it lives in
+--     the series' field of one hash (KEYS[8]; the tiers' steps as a signature,
+--     then per tier the bucket's start as a double and its record), read
+--     once and written once a run. A reading in the open bucket merges there,
+--     with no command of its own; a newer bucket closes it: the open bucket
+--     is merged into its slot of its chunk, and the new one opens. At 1 Hz a
+--     tier's chunk is written once a bucket (a minute, an hour), not once a
+--     reading. A late reading older than the open bucket goes to its chunk
+--     directly. A chunk is allocated whole (zeros) when its first bucket
+--     comes, then written with GETRANGE + SETRANGE of a bucket (struct
 --     '<ddddI4I<w>': min, max, sum, last, count, ms from the bucket start to
 --     last's ts in w bytes, the fewest the step needs: 38 bytes a 1-minute
---     bucket, 39 an hourly one); an all-zero bucket (count 0) is a gap;
+--     bucket, 39 an hourly one); an all-zero bucket (count 0) is a gap. A
+--     reader merges the open bucket with its slot (rollups.py). An open
+--     bucket whose chunk is past its retention is dropped, never written; a
+--     series' open buckets outlive its silence as its latest value does (one
+--     field, ~110 bytes), but readers ignore them once past retention;
 --   * within a run, writes are gathered and made once per key or bucket at
---     the end (one HSET per 500 series for the latest values, one APPEND
---     per raw chunk, one GETRANGE + SETRANGE per bucket touched), except the
---     history of a series with one reading in the run, written at once (see
---     `Cost` below);
+--     the end (one HSET per 500 series for the latest values and for the
+--     open buckets, one APPEND per raw chunk, one GETRANGE + SETRANGE per
+--     chunk bucket touched), except the raw point of a series with one
+--     reading in the run, written at once (see `Cost` below);
 --   * each chunk key expires (PXAT) at its end + the retention: trimming by
 --     time happens in Redis, with no ZREMRANGEBYSCORE per write and no
 --     sweeper, and untouched series are trimmed too;
@@ -68,11 +80,8 @@
 -- KEYS[3] event log      (stream)
 -- KEYS[4] alert rules, KEYS[5] rules by series, KEYS[6] alert states (hashes)
 -- KEYS[7] series per device (hash: device -> count)
--- ARGV[1] event log maxlen, ARGV[2] max series per device, ARGV[3] max series
--- in total, ARGV[4] now (ms), ARGV[5] key prefix, ARGV[6] raw retention ms,
--- ARGV[7] raw chunk span ms, ARGV[8] raw chunk key base, ARGV[9] number of
--- tiers T, then per tier its step, retention and chunk span (ms), its bucket's
--- size and struct format, and its chunk key base; then the number of batches B, B batch sizes,
+-- KEYS[8] open buckets (hash: series -> signature .. per tier start and bucket)
+-- ARGV[1] key prefix, ARGV[2] now (ms), ARGV[3] the number of batches B, B batch sizes,
 -- then per reading 7 values: series id, ts ms, reading JSON, topic, the event
 -- data JSON up to (not including) the value of its last key, `latest`, the
 -- value as JSON, and the device.
@@ -80,30 +89,36 @@
 -- or the refusal of its batch.
 
 -- Cost: a run is often one reading (a single POST that group commit found
--- alone), and every Lua operation here is paid on the server's only thread:
--- a C call, a table or a concatenation costs a fraction of a microsecond, as
--- much as a cheap command. So a run of one reading takes a straight path
--- (below, `one reading`), and the general path makes no table, closure or
--- string it can do without: per-tier settings come precomputed from Python,
--- key names are cached per series and chunk, loops are numeric, and alert
--- bookkeeping is only gathered when there are rules. Both paths share the
--- helpers that define what a write is (raw_chunk_started, open_bucket,
--- add_to_bucket), so they store exactly the same things.
+-- alone), or a few readings of as many series (concurrent single POSTs), and
+-- every Lua operation here is paid on the server's only thread: a C call, a
+-- table or a concatenation costs a fraction of a microsecond, and a command
+-- called from Lua a few. So the open buckets turn a tier's two commands per
+-- reading into none; a run of one reading takes a straight path (below, `one
+-- reading`); and the general path makes no table, closure or string it can
+-- do without: settings are constants of the script (below), key names are
+-- cached per series and chunk, loops are numeric, and alert bookkeeping is
+-- only gathered when there are rules. Both paths share the helpers that
+-- define what a write is (raw_chunk_started, tier_point and what it calls),
+-- so they store exactly the same things.
 
 local call, tonumber, format = redis.call, tonumber, string.format
 local pack, unpack_record = struct.pack, struct.unpack
-local maxlen = ARGV[1]
-local max_per_device, max_total = tonumber(ARGV[2]), tonumber(ARGV[3])
-local now = tonumber(ARGV[4])
-local prefix = ARGV[5]
-local raw_keep, raw_span = tonumber(ARGV[6]), tonumber(ARGV[7])
-local raw_base = ARGV[8]
-local ntiers = tonumber(ARGV[9])
-local per = 7
-local tiers_at = 10 -- per tier 6 values: step, retention, span, bucket size, struct format, key base
-local sizes_at = tiers_at + 6 * ntiers
-local nbatches = tonumber(ARGV[sizes_at])
+-- Settings are constants of the script, not arguments: SeriesStore prepends
+-- them (app/storage/lua/__init__.py `constants`), so a run parses none of
+-- them. They are maxlen (the event log's MAXLEN, as a string), max_per_device,
+-- max_total, raw_keep and raw_span (ms), raw_name (the raw chunk key base
+-- after the key prefix), open_signature, ntiers, and per tier, in arrays:
+-- t_step, t_keep, t_span (ms), t_size (bytes a bucket), t_format and t_open
+-- (struct formats of a bucket and of an open bucket), t_name (its chunk key
+-- base after the key prefix).
+local prefix = ARGV[1]
+local now = tonumber(ARGV[2])
+local nbatches = tonumber(ARGV[3])
+local sizes_at = 3
 local first = sizes_at + nbatches + 1 -- ARGV index of the first reading's first value
+local per = 7
+local raw_base = prefix .. raw_name
+local t_base, t_empty = {}, {} -- made when first needed
 
 -- a raw chunk's first APPEND: it expires with its retention; its predecessor is
 -- done growing (rewritten to its exact size), and a pre-tiers history sorted
@@ -117,18 +132,34 @@ local function raw_chunk_started(key, field, chunk)
   if call('PTTL', legacy) == -1 then call('PEXPIRE', legacy, raw_keep) end
 end
 
--- the stored bucket at `offset` of a tier's chunk, as {key, offset, low, high,
--- sum, last, count, last_offset, format}; a chunk not there yet is allocated
--- whole (zeros) with its expiry
-local function open_bucket(key, offset, size, fmt, chunk, span, step, keep)
+-- A bucket is a table {key, offset, low, high, sum, last, count, last_offset, format, start}:
+-- where it lives in its chunk (key, offset, format; false for an open bucket
+-- until it closes), what it holds, and its start.
+
+-- the stored bucket of tier t starting at `start`, read from its chunk; a chunk
+-- not there yet is allocated whole (zeros) with its expiry
+local function chunk_bucket(t, field, start)
+  local step, span, size = t_step[t], t_span[t], t_size[t]
+  local chunk = start - start % span
+  local base = t_base[t]
+  if not base then
+    base = prefix .. t_name[t]
+    t_base[t] = base
+  end
+  local key = base .. field .. ':' .. format('%d', chunk)
+  local offset = (start - chunk) / step * size
   local record = call('GETRANGE', key, offset, offset + size - 1)
-  local b = {key, offset, 0, 0, 0, 0, 0, 0, fmt}
+  local b = {key, offset, 0, 0, 0, 0, 0, 0, t_format[t], start}
   if record == '' then
-    call('SET', key, string.rep('\0', span / step * size), 'PXAT', chunk + span + keep)
+    call('SET', key, string.rep('\0', span / step * size), 'PXAT', chunk + span + t_keep[t])
   else
-    b[3], b[4], b[5], b[6], b[7], b[8] = unpack_record(fmt, record)
+    b[3], b[4], b[5], b[6], b[7], b[8] = unpack_record(t_format[t], record)
   end
   return b
+end
+
+local function write_bucket(b)
+  call('SETRANGE', b[1], b[2], pack(b[9], b[3], b[4], b[5], b[6], b[7], b[8]))
 end
 
 -- merge a reading into a bucket: min, max, sum, count; last only from a ts >= its own
@@ -144,34 +175,79 @@ local function add_to_bucket(b, value, offset_in)
   end
 end
 
--- a reading's point written at once in every tier that keeps its ts (false
--- when none does): for a reading whose series has no other reading in the run,
--- where gathering (below) would only add work
-local function write_history(field, ts, value)
-  local kept = false
-  if ts >= now - raw_keep then
-    local chunk = ts - ts % raw_span
-    local key = raw_base .. field .. ':' .. format('%d', chunk)
-    local packed = pack('<I3d', ts - chunk, value)
-    if call('APPEND', key, packed) == #packed then raw_chunk_started(key, field, chunk) end
-    kept = true
+-- merge bucket o (the same start) into b, as if o's readings came after b's
+local function merge_bucket(b, o)
+  if b[7] == 0 then
+    b[3], b[4], b[5], b[6], b[7], b[8] = o[3], o[4], o[5], o[6], o[7], o[8]
+  else
+    if o[3] < b[3] then b[3] = o[3] end
+    if o[4] > b[4] then b[4] = o[4] end
+    b[5] = b[5] + o[5]
+    b[7] = b[7] + o[7]
+    if o[8] >= b[8] then b[6], b[8] = o[6], o[8] end
   end
-  local a = tiers_at
-  for _ = 1, ntiers do
-    local keep = tonumber(ARGV[a + 1])
-    if ts >= now - keep then
-      local step, span, size, fmt = tonumber(ARGV[a]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), ARGV[a + 4]
-      local bucket = ts - ts % step
-      local chunk = ts - ts % span
-      local b = open_bucket(ARGV[a + 5] .. field .. ':' .. format('%d', chunk), (bucket - chunk) / step * size,
-        size, fmt, chunk, span, step, keep)
-      add_to_bucket(b, value, ts - bucket)
-      call('SETRANGE', b[1], b[2], pack(fmt, b[3], b[4], b[5], b[6], b[7], b[8]))
-      kept = true
+end
+
+-- a series' open buckets, by tier, from its field of the open-buckets hash
+-- (none when the field is missing or was written for other tiers)
+local function decode_open(value)
+  local opens = {}
+  if value and string.sub(value, 1, #open_signature) == open_signature then
+    local pos = #open_signature + 1
+    for t = 1, ntiers do
+      local start, low, high, sum, last, count, last_offset
+      start, low, high, sum, last, count, last_offset, pos = unpack_record(t_open[t], value, pos)
+      if count > 0 then opens[t] = {false, false, low, high, sum, last, count, last_offset, false, start} end
     end
-    a = a + 6
   end
-  return kept
+  return opens
+end
+
+local function encode_open(opens)
+  local parts = {open_signature}
+  for t = 1, ntiers do
+    local b = opens[t]
+    if b then
+      parts[t + 1] = pack(t_open[t], b[10], b[3], b[4], b[5], b[6], b[7], b[8])
+    else
+      t_empty[t] = t_empty[t] or string.rep('\0', 8 + t_size[t])
+      parts[t + 1] = t_empty[t]
+    end
+  end
+  return table.concat(parts)
+end
+
+-- A reading's point in tier t (whose retention keeps its ts). `opens` are the
+-- series' open buckets; `stored(t, field, start)` gives the chunk bucket a
+-- point older than the open one merges into: read and written at once on the
+-- straight path, gathered on the general one.
+local function tier_point(t, field, ts, value, opens, stored)
+  local step = t_step[t]
+  local start = ts - ts % step
+  local o = opens[t]
+  if o and start == o[10] then
+    add_to_bucket(o, value, ts - start)
+  elseif o == nil or start > o[10] then
+    if o then
+      -- the open bucket closes into its chunk, unless that chunk's retention is over
+      local span = t_span[t]
+      if o[10] - o[10] % span + span + t_keep[t] > now then merge_bucket(stored(t, field, o[10]), o) end
+    end
+    o = {false, false, 0, 0, 0, 0, 0, 0, false, start}
+    add_to_bucket(o, value, ts - start)
+    opens[t] = o
+  else
+    add_to_bucket(stored(t, field, start), value, ts - start)
+  end
+end
+
+-- straight path: a chunk bucket is written as soon as it is changed, so it is
+-- read here and written by the caller through `written`
+local written = {}
+local function direct(t, field, start)
+  local b = chunk_bucket(t, field, start)
+  written[#written + 1] = b
+  return b
 end
 
 -- One reading: the steps of the general path below, each made directly.
@@ -196,7 +272,24 @@ if #ARGV == first + per - 1 then
   end
   local raw_value = ARGV[first + 5]
   local value = tonumber(raw_value)
-  local kept = write_history(field, ts, value)
+  local kept = false
+  if ts >= now - raw_keep then
+    local chunk = ts - ts % raw_span
+    local key = raw_base .. field .. ':' .. format('%d', chunk)
+    local packed = pack('<I3d', ts - chunk, value)
+    if call('APPEND', key, packed) == #packed then raw_chunk_started(key, field, chunk) end
+    kept = true
+  end
+  local opens = nil
+  for t = 1, ntiers do
+    if ts >= now - t_keep[t] then
+      opens = opens or decode_open(call('HGET', KEYS[8], field))
+      tier_point(t, field, ts, value, opens, direct)
+      kept = true
+    end
+  end
+  for n = 1, #written do write_bucket(written[n]) end
+  if opens then call('HSET', KEYS[8], field, encode_open(opens)) end
   local id = call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*',
     'type', 'metric', 'topic', ARGV[first + 3], 'data', ARGV[first + 4] .. (is_latest and 'true}' or 'false}'))
   if call('HLEN', KEYS[5]) > 0 then
@@ -205,22 +298,17 @@ if #ARGV == first + per - 1 then
   return {kept and id or ('o' .. id)}
 end
 
--- The general path. Per tier, in arrays:
-local t_step, t_keep, t_span, t_size, t_format, t_base = {}, {}, {}, {}, {}, {}
-local a = tiers_at
-for t = 1, ntiers do
-  t_step[t], t_keep[t], t_span[t] = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  t_size[t], t_format[t], t_base[t] = tonumber(ARGV[a + 3]), ARGV[a + 4], ARGV[a + 5]
-  a = a + 6
-end
+-- The general path.
 local has_rules = call('HLEN', KEYS[5]) > 0
 
--- latest ts of every series in the run, read up front in one HMGET per 1,000
--- series (not one HGET per reading); false when the series does not exist yet
+-- latest ts of every series in the run, and its open buckets, read up front in
+-- one HMGET each per 1,000 series (not one HGET per reading); false when the
+-- series does not exist yet
 local known = {}
 local readings_of = {} -- series -> its readings in the run
+local open_of = {} -- series -> its open buckets (only with tiers)
+local fields = {}
 do
-  local fields = {}
   for n = first, #ARGV, per do
     local field = ARGV[n]
     readings_of[field] = (readings_of[field] or 0) + 1
@@ -235,6 +323,10 @@ do
     for k = from, last do
       local stored = got[k - from + 1]
       if stored then known[fields[k]] = tonumber(stored) end
+    end
+    if ntiers > 0 then
+      got = call('HMGET', KEYS[8], unpack(fields, from, last))
+      for k = from, last do open_of[fields[k]] = decode_open(got[k - from + 1]) end
     end
   end
 end
@@ -291,56 +383,59 @@ end
 
 -- Writes are gathered during the run and made once per key (or bucket) at the
 -- end: a batch's readings mostly share series, chunks and buckets, so this
--- turns per-reading commands into per-series ones (the history of a series
--- with one reading in the run is written at once: write_history). Nothing else reads these
+-- turns per-reading commands into per-series ones (the raw point of a series
+-- with one reading in the run is written at once). Nothing else reads these
 -- keys inside the run, and a refused batch adds nothing to them.
 local latest_value, latest_ts, latest_order = {}, {}, {}
 local raw_parts, raw_field, raw_chunk, raw_order = {}, {}, {}, {}
--- bucket id (key .. '@' .. offset) -> {key, offset, low, high, sum, last, count, last_offset, format}
+local opened_order, opened = {}, {} -- series whose open buckets the run touched
+-- chunk bucket id (key .. '@' .. offset) -> bucket
 local buckets, bucket_order = {}, {}
--- per tier (0: raw), the chunk key last named for each series, and that chunk's start
-local key_of, chunk_of = {[0] = {}}, {[0] = {}}
-for t = 1, ntiers do key_of[t], chunk_of[t] = {}, {} end
+-- the raw chunk key last named for each series, and that chunk's start
+local raw_key_of, raw_chunk_of = {}, {}
+
+local function gathered(t, field, start)
+  local id = t .. '@' .. field .. '@' .. format('%d', start)
+  local b = buckets[id]
+  if not b then
+    b = chunk_bucket(t, field, start)
+    buckets[id] = b
+    bucket_order[#bucket_order + 1] = id
+  end
+  return b
+end
 
 -- the reading's point in every tier that keeps its ts; false when none does
-local function keep_history(field, ts, value)
+local function keep_history(field, ts, value, alone)
   local kept = false
   if ts >= now - raw_keep then
     local chunk = ts - ts % raw_span
-    local key = key_of[0][field]
-    if chunk_of[0][field] ~= chunk then
+    local key = raw_key_of[field]
+    if raw_chunk_of[field] ~= chunk then
       key = raw_base .. field .. ':' .. format('%d', chunk)
-      key_of[0][field], chunk_of[0][field] = key, chunk
+      raw_key_of[field], raw_chunk_of[field] = key, chunk
     end
-    local parts = raw_parts[key]
-    if not parts then
-      parts = {}
-      raw_parts[key], raw_field[key], raw_chunk[key] = parts, field, chunk
-      raw_order[#raw_order + 1] = key
+    if alone then
+      local packed = pack('<I3d', ts - chunk, value)
+      if call('APPEND', key, packed) == #packed then raw_chunk_started(key, field, chunk) end
+    else
+      local parts = raw_parts[key]
+      if not parts then
+        parts = {}
+        raw_parts[key], raw_field[key], raw_chunk[key] = parts, field, chunk
+        raw_order[#raw_order + 1] = key
+      end
+      parts[#parts + 1] = pack('<I3d', ts - chunk, value)
     end
-    parts[#parts + 1] = pack('<I3d', ts - chunk, value)
     kept = true
   end
   for t = 1, ntiers do
-    local keep = t_keep[t]
-    if ts >= now - keep then
-      local step, span, size = t_step[t], t_span[t], t_size[t]
-      local bucket = ts - ts % step
-      local chunk = ts - ts % span
-      local key = key_of[t][field]
-      if chunk_of[t][field] ~= chunk then
-        key = t_base[t] .. field .. ':' .. format('%d', chunk)
-        key_of[t][field], chunk_of[t][field] = key, chunk
+    if ts >= now - t_keep[t] then
+      tier_point(t, field, ts, value, open_of[field], gathered)
+      if not opened[field] then
+        opened[field] = true
+        opened_order[#opened_order + 1] = field
       end
-      local offset = (bucket - chunk) / step * size
-      local id = key .. '@' .. offset
-      local b = buckets[id]
-      if not b then
-        b = open_bucket(key, offset, size, t_format[t], chunk, span, step, keep)
-        buckets[id] = b
-        bucket_order[#bucket_order + 1] = id
-      end
-      add_to_bucket(b, value, ts - bucket)
       kept = true
     end
   end
@@ -368,9 +463,17 @@ local function flush()
     local packed = #parts == 1 and parts[1] or table.concat(parts)
     if call('APPEND', key, packed) == #packed then raw_chunk_started(key, raw_field[key], raw_chunk[key]) end
   end
-  for n = 1, #bucket_order do
-    local b = buckets[bucket_order[n]]
-    call('SETRANGE', b[1], b[2], pack(b[9], b[3], b[4], b[5], b[6], b[7], b[8]))
+  for n = 1, #bucket_order do write_bucket(buckets[bucket_order[n]]) end
+  local nopened = #opened_order
+  for from = 1, nopened, 500 do
+    local values = {}
+    local n = 0
+    for k = from, math.min(from + 499, nopened) do
+      local field = opened_order[k]
+      values[n + 1], values[n + 2] = field, encode_open(open_of[field])
+      n = n + 2
+    end
+    call('HSET', KEYS[8], unpack(values))
   end
 end
 
@@ -398,12 +501,7 @@ for b = 1, nbatches do
         latest_value[field], latest_ts[field] = ARGV[base + 2], ts_text
         known[field] = ts
       end
-      local kept
-      if readings_of[field] == 1 then
-        kept = write_history(field, ts, tonumber(raw_value))
-      else
-        kept = keep_history(field, ts, tonumber(raw_value))
-      end
+      local kept = keep_history(field, ts, tonumber(raw_value), readings_of[field] == 1)
 
       local id = call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*',
         'type', 'metric', 'topic', ARGV[base + 3], 'data', ARGV[base + 4] .. (is_latest and 'true}' or 'false}'))
