@@ -74,7 +74,8 @@ class SeriesStore:
                 **self.layout.script_constants(),
             }
         )
-        self._ingest = scripts.load_lazy(redis, "alert_eval", "evaluate_alerts", "ingest_readings", settings)
+        code = settings + scripts.source("alert_eval") + scripts.source("ingest_readings")
+        self._ingest = scripts.Library(redis, "livedash_ingest", "ingest", code)
         # Concurrent POSTs share script runs; each batch stays whole inside one.
         self._group = GroupCommit(self._store, GROUP_MAX_READINGS)
 

@@ -18,6 +18,7 @@ from app import create_app
 from app.ingest.readings import Reading
 from app.services import services_of
 from app.settings import Settings
+from app.storage.lua import Library
 from app.storage.rollups import RAW, Layout, decode_buckets, decode_raw
 
 from .types import QuartClient
@@ -260,6 +261,35 @@ async def test_bad_ranges_name_the_parameter(client: QuartClient) -> None:
         assert response.status_code == 400, params
         body = await response.get_json()
         assert body["error"] == "bad_query" and name in body["detail"], (params, body)
+
+
+async def test_ingest_library_loads_again_where_it_is_missing(
+    make_settings: Callable[..., Settings], sync_client: sync_redis.Redis
+) -> None:
+    """Ingest is a Redis Function library, loaded by the first call that finds it missing (a restarted or
+    flushed server, another node): that call is made again, and nothing of it is stored twice."""
+    app = create_app(make_settings())
+    async with app.test_app():
+        client: QuartClient = app.test_client()
+        library = services_of(app).series._ingest
+        assert isinstance(library, Library)
+        now = int(time.time() * 1000)
+        for n in range(3):
+            # Gone before the second and third POST (one reading, then two: the script's two paths).
+            if n:
+                sync_client.function_delete(library.name)
+            body = [{"device": "d", "metric": "m", "value": float(n), "ts": now - 1000 * n}]
+            body += [{"device": "e", "metric": "m", "value": float(n), "ts": now - 1000 * n}] if n == 2 else []
+            response = await client.post("/api/metrics", json=body)
+            assert response.status_code == 202, await response.get_data()
+            assert library.name in libraries(sync_client)
+        got = await series_range(client, **{"from": "-1m", "to": "now"})
+        assert got["points"] == [[now - 2000, 2.0], [now - 1000, 1.0], [now, 0.0]]
+
+
+def libraries(redis: sync_redis.Redis) -> set[str]:
+    listed = cast(list[list[Any]], redis.function_list())
+    return {(entry[entry.index(b"library_name") + 1]).decode() for entry in listed}
 
 
 async def test_csv_export_one_row_per_point(client: QuartClient) -> None:

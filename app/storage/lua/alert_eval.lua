@@ -1,6 +1,6 @@
 -- alert_eval.lua: evaluate alert rules and record their transitions.
--- A library: prepended to ingest_readings.lua (which calls evaluate_alerts
--- after storing a batch), to rule_write.lua (a rule evaluated against the
+-- A library: part of the ingest library (ingest_readings.lua calls
+-- evaluate_alerts after storing a batch), prepended to rule_write.lua (a rule evaluated against the
 -- series' latest value in the run that writes it) and to alert_sweep.lua
 -- (no-data deadlines). Storing readings and reacting to them is one script
 -- run, and an `alert` event always follows the `metric` event that caused it.

@@ -1,11 +1,11 @@
 -- ingest_readings.lua: store validated batches of readings, their events and
--- the alerts they cause. alert_eval.lua is prepended, wrapped so that its
--- functions are only made when there are rules (evaluate_alerts_library(),
--- app/storage/lua/__init__.py lazy_library).
+-- the alerts they cause. A Redis Function library (its function `ingest`),
+-- made by app/series.py of its settings (as constants), alert_eval.lua and
+-- this file; see `Cost` below for why it is not a script.
 --
--- A run carries one or more batches (concurrent POSTs grouped by
+-- A run (one call) carries one or more batches (concurrent POSTs grouped by
 -- group_commit); each batch is refused or stored whole. Guarantees, all
--- inside one atomic script run:
+-- inside one atomic run:
 --   * series limits: a series is device + metric + tags (its canonical id,
 --     app/storage/keyspace.py series_id). Before anything of a batch is
 --     written, the series it would create are counted against the device's
@@ -92,33 +92,42 @@
 -- alone), or a few readings of as many series (concurrent single POSTs), and
 -- every Lua operation here is paid on the server's only thread: a C call, a
 -- table or a concatenation costs a fraction of a microsecond, and a command
--- called from Lua a few. So the open buckets turn a tier's two commands per
--- reading into none; a run of one reading takes a straight path (below, `one
--- reading`); and the general path makes no table, closure or string it can
--- do without: settings are constants of the script (below), key names are
--- cached per series and chunk, loops are numeric, and alert bookkeeping is
--- only gathered when there are rules. Both paths share the helpers that
--- define what a write is (raw_chunk_started, tier_point and what it calls),
--- so they store exactly the same things.
+-- called from Lua a few. Measured with valgrind (instructions in the server
+-- per reading, bench/README.md), a script run of one reading spent more on
+-- making its helpers (closures), its tables of settings and their garbage
+-- than on its commands. So:
+--   * this is a library (a Redis Function, loaded once per server:
+--     app/storage/lua/__init__.py `Library`): every helper below is made
+--     once, at load, and a call runs `ingest` alone. Loading sees no global
+--     (not even `string`), so the library's own names for them are bound on
+--     the first call;
+--   * settings are constants of the code, not arguments parsed on every run;
+--   * the open buckets turn a tier's two commands per reading into none;
+--   * a run of one reading takes a straight path (`one_reading`), and the
+--     general path makes no table or string it can do without: key names are
+--     cached per series and chunk, loops are numeric, and alert bookkeeping
+--     is only gathered when there are rules.
+-- Both paths share the helpers that define what a write is
+-- (raw_chunk_started, tier_point and what it calls), so they store exactly
+-- the same things.
+local call, format, pack, unpack_record, rep, sub
 
-local call, tonumber, format = redis.call, tonumber, string.format
-local pack, unpack_record = struct.pack, struct.unpack
--- Settings are constants of the script, not arguments: SeriesStore prepends
--- them (app/storage/lua/__init__.py `constants`), so a run parses none of
+-- Settings are constants of the library, not arguments: SeriesStore prepends
+-- them (app/storage/lua/__init__.py `constants`), so a call parses none of
 -- them. They are maxlen (the event log's MAXLEN, as a string), max_per_device,
 -- max_total, raw_keep and raw_span (ms), raw_name (the raw chunk key base
 -- after the key prefix), open_signature, ntiers, and per tier, in arrays:
 -- t_step, t_keep, t_span (ms), t_size (bytes a bucket), t_format and t_open
 -- (struct formats of a bucket and of an open bucket), t_name (its chunk key
 -- base after the key prefix).
-local prefix = ARGV[1]
-local now = tonumber(ARGV[2])
-local nbatches = tonumber(ARGV[3])
-local sizes_at = 3
-local first = sizes_at + nbatches + 1 -- ARGV index of the first reading's first value
 local per = 7
-local raw_base = prefix .. raw_name
-local t_base, t_empty = {}, {} -- made when first needed
+local sizes_at = 3
+local t_empty = {} -- by tier, an empty open bucket (made when first needed)
+
+-- A call's arguments and what follows from them, set by `ingest` before
+-- anything reads them (Redis runs one call at a time).
+local KEYS, ARGV, prefix, now, nbatches, raw_base
+local first -- ARGV index of the first reading's first value
 
 -- a raw chunk's first APPEND: it expires with its retention; its predecessor is
 -- done growing (rewritten to its exact size), and a pre-tiers history sorted
@@ -141,17 +150,12 @@ end
 local function chunk_bucket(t, field, start)
   local step, span, size = t_step[t], t_span[t], t_size[t]
   local chunk = start - start % span
-  local base = t_base[t]
-  if not base then
-    base = prefix .. t_name[t]
-    t_base[t] = base
-  end
-  local key = base .. field .. ':' .. format('%d', chunk)
+  local key = prefix .. t_name[t] .. field .. ':' .. format('%d', chunk)
   local offset = (start - chunk) / step * size
   local record = call('GETRANGE', key, offset, offset + size - 1)
   local b = {key, offset, 0, 0, 0, 0, 0, 0, t_format[t], start}
   if record == '' then
-    call('SET', key, string.rep('\0', span / step * size), 'PXAT', chunk + span + t_keep[t])
+    call('SET', key, rep('\0', span / step * size), 'PXAT', chunk + span + t_keep[t])
   else
     b[3], b[4], b[5], b[6], b[7], b[8] = unpack_record(t_format[t], record)
   end
@@ -192,7 +196,7 @@ end
 -- (none when the field is missing or was written for other tiers)
 local function decode_open(value)
   local opens = {}
-  if value and string.sub(value, 1, #open_signature) == open_signature then
+  if value and sub(value, 1, #open_signature) == open_signature then
     local pos = #open_signature + 1
     for t = 1, ntiers do
       local start, low, high, sum, last, count, last_offset
@@ -210,7 +214,7 @@ local function encode_open(opens)
     if b then
       parts[t + 1] = pack(t_open[t], b[10], b[3], b[4], b[5], b[6], b[7], b[8])
     else
-      t_empty[t] = t_empty[t] or string.rep('\0', 8 + t_size[t])
+      t_empty[t] = t_empty[t] or rep('\0', 8 + t_size[t])
       parts[t + 1] = t_empty[t]
     end
   end
@@ -242,16 +246,18 @@ local function tier_point(t, field, ts, value, opens, stored)
 end
 
 -- straight path: a chunk bucket is written as soon as it is changed, so it is
--- read here and written by the caller through `written`
-local written = {}
+-- read here and written by the caller through `written` (rarely: only a late
+-- reading, or a reading that closes an open bucket, touches a chunk)
+local written
 local function direct(t, field, start)
   local b = chunk_bucket(t, field, start)
+  written = written or {}
   written[#written + 1] = b
   return b
 end
 
 -- One reading: the steps of the general path below, each made directly.
-if #ARGV == first + per - 1 then
+local function one_reading()
   local field, ts_text = ARGV[first], ARGV[first + 1]
   local ts = tonumber(ts_text)
   local stored = call('HGET', KEYS[2], field)
@@ -288,27 +294,40 @@ if #ARGV == first + per - 1 then
       kept = true
     end
   end
-  for n = 1, #written do write_bucket(written[n]) end
+  if written then
+    for n = 1, #written do write_bucket(written[n]) end
+    written = nil
+  end
   if opens then call('HSET', KEYS[8], field, encode_open(opens)) end
   local id = call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*',
     'type', 'metric', 'topic', ARGV[first + 3], 'data', ARGV[first + 4] .. (is_latest and 'true}' or 'false}'))
   if call('HLEN', KEYS[5]) > 0 then
-    evaluate_alerts_library()(KEYS[4], KEYS[5], KEYS[6], KEYS[3], maxlen, {{field, ts, raw_value, 1}})
+    evaluate_alerts(KEYS[4], KEYS[5], KEYS[6], KEYS[3], maxlen, {{field, ts, raw_value, 1}})
   end
   return {kept and id or ('o' .. id)}
 end
 
--- The general path.
-local has_rules = call('HLEN', KEYS[5]) > 0
+-- The general path. Its state, made afresh by each call of `general`:
+-- the latest ts of every series in the run (false when the series does not
+-- exist yet), its readings in the run and its open buckets (only with tiers);
+local known, readings_of, open_of
+-- the series count of each device read so far, and the total (nil until read);
+local device_counts, total
+-- writes gathered during the run, made once per key (or bucket) at the end
+-- (`flush`): a batch's readings mostly share series, chunks and buckets, so
+-- this turns per-reading commands into per-series ones (the raw point of a
+-- series with one reading in the run is written at once). Nothing else reads
+-- these keys inside the run, and a refused batch adds nothing to them.
+local latest_value, latest_ts, latest_order
+local raw_parts, raw_field, raw_chunk, raw_order
+local opened_order, opened -- series whose open buckets the run touched
+local buckets, bucket_order -- chunk bucket id -> bucket, in order
+local raw_key_of, raw_chunk_of -- the raw chunk key last named for each series, and that chunk's start
 
 -- latest ts of every series in the run, and its open buckets, read up front in
--- one HMGET each per 1,000 series (not one HGET per reading); false when the
--- series does not exist yet
-local known = {}
-local readings_of = {} -- series -> its readings in the run
-local open_of = {} -- series -> its open buckets (only with tiers)
-local fields = {}
-do
+-- one HMGET each per 1,000 series (not one HGET per reading)
+local function read_series()
+  local fields = {}
   for n = first, #ARGV, per do
     local field = ARGV[n]
     readings_of[field] = (readings_of[field] or 0) + 1
@@ -331,7 +350,6 @@ do
   end
 end
 
-local device_counts = {}
 local function device_count(device)
   local c = device_counts[device]
   if c == nil then
@@ -340,8 +358,6 @@ local function device_count(device)
   end
   return c
 end
-
-local total = nil
 
 -- nil when the batch fits the limits (and its new series are counted), else its refusal
 local function check_limits(from, to)
@@ -380,19 +396,6 @@ local function check_limits(from, to)
   total = total + new_total
   return nil
 end
-
--- Writes are gathered during the run and made once per key (or bucket) at the
--- end: a batch's readings mostly share series, chunks and buckets, so this
--- turns per-reading commands into per-series ones (the raw point of a series
--- with one reading in the run is written at once). Nothing else reads these
--- keys inside the run, and a refused batch adds nothing to them.
-local latest_value, latest_ts, latest_order = {}, {}, {}
-local raw_parts, raw_field, raw_chunk, raw_order = {}, {}, {}, {}
-local opened_order, opened = {}, {} -- series whose open buckets the run touched
--- chunk bucket id (key .. '@' .. offset) -> bucket
-local buckets, bucket_order = {}, {}
--- the raw chunk key last named for each series, and that chunk's start
-local raw_key_of, raw_chunk_of = {}, {}
 
 local function gathered(t, field, start)
   local id = t .. '@' .. field .. '@' .. format('%d', start)
@@ -477,46 +480,76 @@ local function flush()
   end
 end
 
-local results = {}
-local stored = {} -- what the alert rules are evaluated over (only gathered when there are rules)
-local i = 0
-for b = 1, nbatches do
-  local size = tonumber(ARGV[sizes_at + b])
-  local refusal = check_limits(i + 1, i + size)
-  for _ = 1, size do
-    i = i + 1
-    if refusal then
-      results[i] = refusal
-    else
-      local base = first + (i - 1) * per
-      local field = ARGV[base]
-      local ts_text = ARGV[base + 1]
-      local ts = tonumber(ts_text)
-      local raw_value = ARGV[base + 5]
+local function general()
+  known, readings_of, open_of = {}, {}, {}
+  device_counts, total = {}, nil
+  latest_value, latest_ts, latest_order = {}, {}, {}
+  raw_parts, raw_field, raw_chunk, raw_order = {}, {}, {}, {}
+  opened_order, opened = {}, {}
+  buckets, bucket_order = {}, {}
+  raw_key_of, raw_chunk_of = {}, {}
+  local has_rules = call('HLEN', KEYS[5]) > 0
+  read_series()
 
-      local current = known[field]
-      local is_latest = (current == false) or ts >= current
-      if is_latest then
-        if latest_value[field] == nil then latest_order[#latest_order + 1] = field end
-        latest_value[field], latest_ts[field] = ARGV[base + 2], ts_text
-        known[field] = ts
+  local results = {}
+  local stored = {} -- what the alert rules are evaluated over (only gathered when there are rules)
+  local i = 0
+  for b = 1, nbatches do
+    local size = tonumber(ARGV[sizes_at + b])
+    local refusal = check_limits(i + 1, i + size)
+    for _ = 1, size do
+      i = i + 1
+      if refusal then
+        results[i] = refusal
+      else
+        local base = first + (i - 1) * per
+        local field = ARGV[base]
+        local ts_text = ARGV[base + 1]
+        local ts = tonumber(ts_text)
+        local raw_value = ARGV[base + 5]
+
+        local current = known[field]
+        local is_latest = (current == false) or ts >= current
+        if is_latest then
+          if latest_value[field] == nil then latest_order[#latest_order + 1] = field end
+          latest_value[field], latest_ts[field] = ARGV[base + 2], ts_text
+          known[field] = ts
+        end
+        local kept = keep_history(field, ts, tonumber(raw_value), readings_of[field] == 1)
+
+        local id = call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*',
+          'type', 'metric', 'topic', ARGV[base + 3], 'data', ARGV[base + 4] .. (is_latest and 'true}' or 'false}'))
+        results[i] = kept and id or ('o' .. id)
+        if has_rules then stored[#stored + 1] = {field, ts, raw_value, i} end
       end
-      local kept = keep_history(field, ts, tonumber(raw_value), readings_of[field] == 1)
-
-      local id = call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*',
-        'type', 'metric', 'topic', ARGV[base + 3], 'data', ARGV[base + 4] .. (is_latest and 'true}' or 'false}'))
-      results[i] = kept and id or ('o' .. id)
-      if has_rules then stored[#stored + 1] = {field, ts, raw_value, i} end
     end
   end
-end
-flush()
+  flush()
 
-if #stored > 0 then
-  table.sort(stored, function(x, y)
-    if x[2] ~= y[2] then return x[2] < y[2] end
-    return x[4] < y[4]
-  end)
-  evaluate_alerts_library()(KEYS[4], KEYS[5], KEYS[6], KEYS[3], maxlen, stored)
+  if #stored > 0 then
+    table.sort(stored, function(x, y)
+      if x[2] ~= y[2] then return x[2] < y[2] end
+      return x[4] < y[4]
+    end)
+    evaluate_alerts(KEYS[4], KEYS[5], KEYS[6], KEYS[3], maxlen, stored)
+  end
+  -- the library outlives the call: let its tables go
+  known, readings_of, open_of, device_counts, latest_value, latest_ts, latest_order = nil, nil, nil, nil, nil, nil, nil
+  raw_parts, raw_field, raw_chunk, raw_order, opened_order, opened = nil, nil, nil, nil, nil, nil
+  buckets, bucket_order, raw_key_of, raw_chunk_of = nil, nil, nil, nil
+  return results
 end
-return results
+
+-- KEYS and ARGV as in the header; returns per reading its event id or refusal.
+local function ingest(keys, args)
+  if not call then
+    call, format, pack, unpack_record = redis.call, string.format, struct.pack, struct.unpack
+    rep, sub = string.rep, string.sub
+  end
+  KEYS, ARGV, written = keys, args, nil
+  prefix, now, nbatches = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+  first = sizes_at + nbatches + 1
+  raw_base = prefix .. raw_name
+  if #ARGV == first + per - 1 then return one_reading() end
+  return general()
+end
