@@ -16,7 +16,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis as sync_redis
@@ -40,11 +40,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.redis)
 
 
+def ingest_libraries(client: sync_redis.Redis) -> set[str]:
+    listed = cast(list[list[Any]], client.function_list(library="livedash_ingest_*"))
+    return {entry[entry.index(b"library_name") + 1].decode() for entry in listed}
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     external = os.environ.get(TEST_REDIS_ENV)
     if external:
+        # Keys go with their test's prefix; the ingest function libraries this run loaded (one per distinct
+        # ingest settings, app/storage/lua Library) are server-wide, so they go at the end of the run.
+        client = sync_redis.Redis.from_url(external)
+        before = ingest_libraries(client)
         yield external
+        for name in ingest_libraries(client) - before:
+            client.function_delete(name)
+        client.close()
         return
     server = EmbeddedServer(tmp_path_factory.mktemp("redis"))
     server.ensure_running()

@@ -21,6 +21,7 @@ from app.settings import Settings
 from app.storage.lua import Library
 from app.storage.rollups import RAW, Layout, decode_buckets, decode_raw
 
+from .conftest import ingest_libraries
 from .types import QuartClient
 from .waiting import async_wait_until
 
@@ -282,14 +283,9 @@ async def test_ingest_library_loads_again_where_it_is_missing(
             body += [{"device": "e", "metric": "m", "value": float(n), "ts": now - 1000 * n}] if n == 2 else []
             response = await client.post("/api/metrics", json=body)
             assert response.status_code == 202, await response.get_data()
-            assert library.name in libraries(sync_client)
+            assert library.name in ingest_libraries(sync_client)
         got = await series_range(client, **{"from": "-1m", "to": "now"})
         assert got["points"] == [[now - 2000, 2.0], [now - 1000, 1.0], [now, 0.0]]
-
-
-def libraries(redis: sync_redis.Redis) -> set[str]:
-    listed = cast(list[list[Any]], redis.function_list())
-    return {(entry[entry.index(b"library_name") + 1]).decode() for entry in listed}
 
 
 async def test_csv_export_one_row_per_point(client: QuartClient) -> None:
