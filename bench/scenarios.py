@@ -15,6 +15,8 @@ from typing import Any
 from .loadgen import Sent, open_readers, publish_closed_loop, publish_paced
 from .peers import Peer
 from .procstat import tree_usage
+from .server_stalls import figures as stall_figures
+from .server_stalls import snapshot as stall_snapshot
 from .storm import open_storm, restart_storm
 
 HOST = "127.0.0.1"
@@ -86,6 +88,7 @@ async def _fanout(peer: Peer, sc: Scenario, redis_pid: int | None) -> dict[str, 
     try:
         await asyncio.sleep(SETTLE)
         opened = tree_usage(peer.pid)
+        stalls0 = await stall_snapshot(peer)
         redis0, lg0 = tree_usage(redis_pid).cpu_seconds, _cpu_self()
         loop = asyncio.get_running_loop()
         t0 = loop.time()
@@ -109,6 +112,7 @@ async def _fanout(peer: Peer, sc: Scenario, redis_pid: int | None) -> dict[str, 
         after = tree_usage(peer.pid)
         redis_cpu = tree_usage(redis_pid).cpu_seconds - redis0
         lg_cpu = _cpu_self() - lg0
+        stalls1 = await stall_snapshot(peer)
     finally:
         for reader in readers:
             reader.close()
@@ -137,7 +141,7 @@ async def _fanout(peer: Peer, sc: Scenario, redis_pid: int | None) -> dict[str, 
         "rss_kib_per_stream": round((opened.rss_bytes - before.rss_bytes) / 1024 / sc.streams, 2),
         "loadgen_cpu_pct": round(100 * lg_cpu / elapsed, 1),
         "dropped_streams": sum(1 for r in readers if r.closed),
-    }
+    } | stall_figures(peer, stalls0, stalls1)
 
 
 async def _idle(peer: Peer, sc: Scenario) -> dict[str, Any]:
