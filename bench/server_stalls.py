@@ -91,13 +91,13 @@ async def snapshot(peer: Peer) -> Snapshot | None:
     return _parse(text, offset)
 
 
-def _logged(path: Path | None, start: int) -> dict[str, list[float]]:
+def _logged(path: Path | None, start: int, end: int) -> dict[str, list[float]]:
     found: dict[str, list[float]] = {"gc pause": [], "event loop stalled": []}
     if path is None or not path.exists():
         return found
     with open(path, "rb") as log:
         log.seek(start)
-        for match in _LOGGED.finditer(log.read()):
+        for match in _LOGGED.finditer(log.read(max(0, end - start))):
             found[match.group(1).decode()].append(float(match.group(2)))
     return found
 
@@ -115,7 +115,7 @@ def figures(peer: Peer, before: Snapshot | None, after: Snapshot | None) -> dict
     gc = {gen: hist.minus(before.gc.get(gen, Hist())) for gen, hist in after.gc.items()}
     lag = after.lag.minus(before.lag)
     longest = [x for x in (h.longest() for h in gc.values()) if x is not None]
-    logged = _logged(peer.log_path, before.log_offset)
+    logged = _logged(peer.log_path, before.log_offset, after.log_offset)
     gc_max, gc_le = max(logged["gc pause"], default=None), _ms(max(longest, default=None))
     lag_max, lag_le = max(logged["event loop stalled"], default=None), _ms(lag.longest())
     return {
