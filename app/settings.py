@@ -162,7 +162,7 @@ class Settings(BaseSettings):
     # A GC pause or an event-loop stall this long (seconds) or longer is logged as a WARNING.
     stall_log: float = Field(0.1, gt=0)
     # The event-loop lag probe's tick (app/ops/loop_lag.py); 0 turns it off.
-    loop_lag_interval: float = Field(0.02, ge=0, le=10)
+    loop_lag_interval: float = Field(0.05, ge=0, le=10)
     # prometheus-client's own variable: set, /metrics adds up every worker
     # (multiprocess mode); `livedash run` sets it for its workers.
     prometheus_multiproc_dir: Path | None = Field(

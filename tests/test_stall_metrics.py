@@ -1,7 +1,7 @@
 """A stall is visible: every garbage collection is timed, and so is the event loop's lag.
 
 ``livedash_gc_pause_seconds{generation}`` counts and times every collection,
-``livedash_event_loop_lag_seconds`` how late a 20 ms tick ran; either one
+``livedash_event_loop_lag_seconds`` how late a periodic tick ran; either one
 past ``LIVEDASH_STALL_LOG`` is also a WARNING line (issue 20: "find the stall").
 """
 
