@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from quart import Quart
 
 from app import create_app
+from app.ops import gc_tuning
 from app.settings import Settings
 
 from .types import QuartClient
@@ -80,3 +81,11 @@ async def test_a_blocked_loop_shows_as_lag(stall_client: QuartClient, caplog: py
         await async_wait_until(seen, timeout=5, what="a lag over 100 ms in the histogram")
     stalls = [r for r in caplog.records if r.getMessage() == "event loop stalled"]
     assert any(r.fields["ms"] >= 100 for r in stalls)  # type: ignore[attr-defined]
+
+
+def test_the_pause_hook_is_installed_once_per_process() -> None:
+    # Every app started in a process calls tune(); one hook must time each collection once.
+    first = gc_tuning.watch_pauses(0.1)
+    again = gc_tuning.watch_pauses(0.2)
+    assert first is again and again.log_at == 0.2
+    assert gc.callbacks.count(again.callback) == 1
