@@ -46,6 +46,7 @@ class SSEReader(asyncio.Protocol):
         self.events = 0
         self.skipped = 0
         self.latencies: list[float] = []
+        self.seqs: list[int] = []  # the seq of each latency (sampled readers): a per-event timeline
         self.opened: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.closed = False
         self.transport: asyncio.Transport | None = None
@@ -71,9 +72,11 @@ class SSEReader(asyncio.Protocol):
             now = time.perf_counter()
             at = self.sent.at
             for match in SEQ_RE.finditer(complete):
-                sent_at = at.get(int(match.group(1)))
+                seq = int(match.group(1))
+                sent_at = at.get(seq)
                 if sent_at is not None:
                     self.latencies.append(now - sent_at)
+                    self.seqs.append(seq)
                 self.events += 1
         else:
             # A marker may straddle two reads: carry its length minus one byte.
