@@ -24,6 +24,7 @@ MARK = b'"#'  # each reading's unit is "#<seq>" (bench/peers.py)
 SEQ_RE = re.compile(rb'"#(\d+)"')
 SKIPPED_RE = re.compile(rb'"skipped":(\d+)')
 EVENT_END = b"\n\n"
+PING = b"event: ping"
 OPEN_ATTEMPTS = 5
 
 
@@ -47,6 +48,7 @@ class SSEReader(asyncio.Protocol):
         self.skipped = 0
         self.latencies: list[float] = []
         self.seqs: list[int] = []  # the seq of each latency (sampled readers): a per-event timeline
+        self.pings: list[float] = []  # arrival times of keep-alive pings (sampled readers)
         self.opened: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.closed = False
         self.transport: asyncio.Transport | None = None
@@ -70,6 +72,8 @@ class SSEReader(asyncio.Protocol):
             if not complete:
                 return
             now = time.perf_counter()
+            if PING in complete:
+                self.pings.append(now)
             at = self.sent.at
             for match in SEQ_RE.finditer(complete):
                 seq = int(match.group(1))

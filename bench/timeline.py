@@ -126,7 +126,9 @@ async def _run(args: argparse.Namespace, peer: Peer, worker: int) -> None:
     for reader in readers:
         for seq, latency in zip(reader.seqs, reader.latencies, strict=True):
             by_seq.setdefault(seq, []).append(latency * 1000)
+    pings = sorted(t for reader in readers for t in reader.pings)
     report(args, sent, by_seq, poller)
+    after_ping(args, sent, by_seq, pings)
 
 
 def report(args: argparse.Namespace, sent: Sent, by_seq: dict[int, list[float]], poller: Poller) -> None:
@@ -156,6 +158,35 @@ def report(args: argparse.Namespace, sent: Sent, by_seq: dict[int, list[float]],
         )
 
 
+def after_ping(args: argparse.Namespace, sent: Sent, by_seq: dict[int, list[float]], pings: list[float]) -> None:
+    """Events sent within ``--ping-window`` of a keep-alive ping's arrival against the others.
+
+    Each keep-alive tick is one more write to every stream: does its burst delay the events around it?
+    """
+    ticks: list[float] = []
+    for t in pings:  # one tick reaches all sampled streams within its burst: keep its first arrival
+        if not ticks or t - ticks[-1] > 0.5:
+            ticks.append(t)
+    if not ticks:
+        print("no keep-alive ping during the load")
+        return
+    near: list[float] = []
+    rest: list[float] = []
+    for seq, values in by_seq.items():
+        sent_at = sent.at[seq]
+        i = bisect.bisect_right(ticks, sent_at + args.ping_window / 1000)
+        follows = i > 0 and sent_at - ticks[i - 1] < args.ping_window / 1000
+        (near if follows else rest).append(max(values))
+    for name, group in (("near a ping", near), ("the others", rest)):
+        if group:
+            group.sort()
+            print(
+                f"events sent within ±{args.ping_window:g} ms of a ping's arrival ({name}): {len(group)}, "
+                f"slowest arrival median {group[len(group) // 2]:.1f} ms, worst {group[-1]:.1f} ms"
+            )
+    print(f"{len(ticks)} keep-alive ticks seen")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.timeline", description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=1000)
@@ -163,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--sample", type=int, default=100, help="streams that measure latency")
     parser.add_argument("--slow", type=float, default=100.0, help="ms: list events slower than this")
+    parser.add_argument("--ping-window", type=float, default=150.0, help="ms around a ping's arrival")
     parser.add_argument("--py-spy", default=None, metavar="PATH", help="also profile the worker into PATH")
     parser.add_argument("--livedash-env", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args(argv)
