@@ -61,7 +61,12 @@ async def open_services(app: Quart, settings: Settings) -> Services:
     redis = command_client(url, settings.redis_pool_size)
     reader = reader_client(url, READ_BLOCK_MS / 1000)
     keys = Keys(settings.key_prefix)
-    hub = Hub(settings.stream_queue_size, settings.stream_max_rate, settings.stream_write_budget)
+    hub = Hub(
+        settings.stream_queue_size,
+        settings.stream_max_rate,
+        settings.stream_write_budget,
+        settings.keepalive_slices,
+    )
     events_reader = EventReader(
         hub, reader, EventLog(reader, keys.events, settings.event_log_maxlen, keys.epoch), settings.keepalive_interval
     )

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # --- event log and streams ---------------------------------------------
     event_log_maxlen: int = Field(100_000, ge=100)
     keepalive_interval: float = Field(15 * SECONDS, gt=0)
+    # Keep-alive pings go out to one of this many shares of the streams at a time
+    # (each stream still once per interval): 1 pings every stream at once.
+    keepalive_slices: int = Field(10, ge=1, le=1_000)
     retry_ms: int = Field(2_000 * MILLISECONDS, ge=100)
     retry_jitter_ms: int = Field(3_000 * MILLISECONDS, ge=0)
     stream_queue_size: int = Field(1_024, ge=8)
