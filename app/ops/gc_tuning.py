@@ -37,6 +37,9 @@ hook itself only appends to a bounded buffer: it runs inside whatever code
 allocated, which may hold prometheus-client's (non-reentrant) lock or a
 logging handler's, so the figures reach the histogram and the log on the
 event loop, before each metrics sample (every second and on every scrape).
+With them, issue 20's p99 spikes at 1,000 streams x 10/s turned out not to
+be the collector: no collection of any generation ran during those loads
+(docs/scaling.md, "Latency spikes").
 """
 
 from __future__ import annotations
