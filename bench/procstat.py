@@ -52,6 +52,15 @@ class Usage:
     wait_seconds: float = 0.0
 
 
+def steal_seconds() -> float:
+    """CPU time the hypervisor gave other guests while this machine's CPUs wanted it (all CPUs, /proc/stat)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return int(fields[8]) / CLOCK_TICKS
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def run_queue_wait(pid: int) -> float:
     """Seconds the threads of ``pid`` (alive now) spent runnable but not running; 0.0 if unknown."""
     total = 0

@@ -15,7 +15,7 @@ from typing import Any
 
 from .loadgen import Sent, open_readers, publish_closed_loop, publish_paced
 from .peers import Peer
-from .procstat import run_queue_wait, tree_usage
+from .procstat import run_queue_wait, steal_seconds, tree_usage
 from .server_stalls import figures as stall_figures
 from .server_stalls import snapshot as stall_snapshot
 from .storm import open_storm, restart_storm
@@ -93,7 +93,7 @@ async def _fanout(peer: Peer, sc: Scenario, redis_pid: int | None) -> dict[str, 
         opened = tree_usage(peer.pid)
         stalls0 = await stall_snapshot(peer)
         redis0, lg0 = tree_usage(redis_pid).cpu_seconds, _cpu_self()
-        lg_wait0 = run_queue_wait(os.getpid())
+        lg_wait0, steal0 = run_queue_wait(os.getpid()), steal_seconds()
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         await publish_paced(
@@ -116,7 +116,7 @@ async def _fanout(peer: Peer, sc: Scenario, redis_pid: int | None) -> dict[str, 
         after = tree_usage(peer.pid)
         redis_cpu = tree_usage(redis_pid).cpu_seconds - redis0
         lg_cpu = _cpu_self() - lg0
-        lg_wait = run_queue_wait(os.getpid()) - lg_wait0
+        lg_wait, steal = run_queue_wait(os.getpid()) - lg_wait0, steal_seconds() - steal0
         stalls1 = await stall_snapshot(peer)
     finally:
         for reader in readers:
@@ -153,6 +153,8 @@ async def _fanout(peer: Peer, sc: Scenario, redis_pid: int | None) -> dict[str, 
         # Time ready to run but without a CPU (other processes had it), per wall second: 100 = one thread-second.
         "server_wait_pct": round(100 * (after.wait_seconds - opened.wait_seconds) / elapsed, 1),
         "loadgen_wait_pct": round(100 * lg_wait / elapsed, 1),
+        # A VM's CPUs taken by other guests (all CPUs; 100 = one CPU): a wait no process here shows.
+        "steal_pct": round(100 * steal / elapsed, 1),
         "dropped_streams": sum(1 for r in readers if r.closed),
     }
     return row | stall_figures(peer, stalls0, stalls1) | during_open
