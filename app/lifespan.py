@@ -30,7 +30,7 @@ from app.events.reader import READ_BLOCK_MS, EventReader
 from app.events.sse import json_frame
 from app.ingest.demo import run_simulator
 from app.ingest.mqtt import run_bridge
-from app.ops import gc_tuning, telemetry
+from app.ops import gc_tuning, loop_lag, telemetry
 from app.ops.shutdown import graceful_on_sigterm, hypercorn_shutdown_event, watch_shutdown
 from app.presence import PresenceStore, run_sweeper
 from app.series import SeriesStore
@@ -61,7 +61,12 @@ async def open_services(app: Quart, settings: Settings) -> Services:
     redis = command_client(url, settings.redis_pool_size)
     reader = reader_client(url, READ_BLOCK_MS / 1000)
     keys = Keys(settings.key_prefix)
-    hub = Hub(settings.stream_queue_size, settings.stream_max_rate, settings.stream_write_budget)
+    hub = Hub(
+        settings.stream_queue_size,
+        settings.stream_max_rate,
+        settings.stream_write_budget,
+        settings.keepalive_slices,
+    )
     events_reader = EventReader(
         hub, reader, EventLog(reader, keys.events, settings.event_log_maxlen, keys.epoch), settings.keepalive_interval
     )
@@ -95,7 +100,7 @@ async def open_services(app: Quart, settings: Settings) -> Services:
         raise
     start_background_tasks(svc)
     # Last of the start-up: what exists now lives as long as the process.
-    gc_tuning.tune(settings.gc_threshold, settings.gc_freeze)
+    gc_tuning.tune(settings.gc_threshold, settings.gc_freeze, settings.stall_log)
     return svc
 
 
@@ -106,6 +111,8 @@ def start_background_tasks(svc: Services) -> None:
         svc.tasks.append(asyncio.create_task(work, name=f"livedash-{name}"))
 
     spawn("sampler", telemetry.run_sampler(svc.sampler))
+    if settings.loop_lag_interval > 0:
+        spawn("loop-lag", loop_lag.run_probe(settings.loop_lag_interval, settings.stall_log))
     # Every process sweeps presence expiry; the leave script makes each leave happen once.
     spawn("presence-sweeper", run_sweeper(svc.presence, settings.presence_sweep_interval, svc.stopping))
     # Every process sweeps no-data deadlines and delivers notifications; Lua and the consumer group decide who.

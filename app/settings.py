@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # --- event log and streams ---------------------------------------------
     event_log_maxlen: int = Field(100_000, ge=100)
     keepalive_interval: float = Field(15 * SECONDS, gt=0)
+    # Keep-alive pings go out to one of this many shares of the streams at a time
+    # (each stream still once per interval): 1 pings every stream at once.
+    keepalive_slices: int = Field(10, ge=1, le=1_000)
     retry_ms: int = Field(2_000 * MILLISECONDS, ge=100)
     retry_jitter_ms: int = Field(3_000 * MILLISECONDS, ge=0)
     stream_queue_size: int = Field(1_024, ge=8)
@@ -159,6 +162,10 @@ class Settings(BaseSettings):
     # The cyclic garbage collector (app/ops/gc_tuning.py): thresholds and freezing start-up objects.
     gc_threshold: tuple[int, int, int] = (7_000, 10, 10)
     gc_freeze: bool = True
+    # A GC pause or an event-loop stall this long (seconds) or longer is logged as a WARNING.
+    stall_log: float = Field(0.1, gt=0)
+    # The event-loop lag probe's tick (app/ops/loop_lag.py); 0 turns it off.
+    loop_lag_interval: float = Field(0.05, ge=0, le=10)
     # prometheus-client's own variable: set, /metrics adds up every worker
     # (multiprocess mode); `livedash run` sets it for its workers.
     prometheus_multiproc_dir: Path | None = Field(

@@ -24,6 +24,7 @@ MARK = b'"#'  # each reading's unit is "#<seq>" (bench/peers.py)
 SEQ_RE = re.compile(rb'"#(\d+)"')
 SKIPPED_RE = re.compile(rb'"skipped":(\d+)')
 EVENT_END = b"\n\n"
+PING = b"event: ping"
 OPEN_ATTEMPTS = 5
 
 
@@ -46,6 +47,8 @@ class SSEReader(asyncio.Protocol):
         self.events = 0
         self.skipped = 0
         self.latencies: list[float] = []
+        self.seqs: list[int] = []  # the seq of each latency (sampled readers): a per-event timeline
+        self.pings: list[float] = []  # arrival times of keep-alive pings (sampled readers)
         self.opened: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.closed = False
         self.transport: asyncio.Transport | None = None
@@ -69,11 +72,15 @@ class SSEReader(asyncio.Protocol):
             if not complete:
                 return
             now = time.perf_counter()
+            if PING in complete:
+                self.pings.append(now)
             at = self.sent.at
             for match in SEQ_RE.finditer(complete):
-                sent_at = at.get(int(match.group(1)))
+                seq = int(match.group(1))
+                sent_at = at.get(seq)
                 if sent_at is not None:
                     self.latencies.append(now - sent_at)
+                    self.seqs.append(seq)
                 self.events += 1
         else:
             # A marker may straddle two reads: carry its length minus one byte.

@@ -84,6 +84,8 @@ class Peer:
     # Extra request header lines (CRLF-terminated) for streams and for POSTs: credentials.
     read_headers: bytes = b""
     write_headers: bytes = b""
+    # Request headers for GET /metrics (livedash's GC and loop-lag figures); None: no such figures.
+    metrics_headers: dict[str, str] | None = None
     _command: tuple[list[str], dict[str, str]] = ([], {})
 
     @property
@@ -230,6 +232,8 @@ def start_livedash(
         "LIVEDASH_DATA_DIR": str(workdir / "livedash-data"),
     }
     env.update(extra_env or {})
+    if peer.metrics_headers is None:
+        peer.metrics_headers = {}
     command = _livedash_uvicorn if server == "uvicorn" else _livedash_serve
     peer._spawn(command(peer.port, workers), env, workdir / f"{name}-w{workers}.log")
     return peer
@@ -253,7 +257,15 @@ def start_livedash_auth(
     } | (extra_env or {})
     bootstrap = b"Authorization: Bearer %s\r\n" % admin.encode()
     name = "livedash-auth" if server == "serve" else f"livedash-{server}"
-    peer = Peer(name, workers, "/api/stream", "/api/metrics", port=free_port(), read_headers=bootstrap)
+    peer = Peer(
+        name,
+        workers,
+        "/api/stream",
+        "/api/metrics",
+        port=free_port(),
+        read_headers=bootstrap,
+        metrics_headers={"Authorization": f"Bearer {admin}"},
+    )
     start_livedash(workdir, redis_url, workers, env, name=name, peer=peer, server=server)
     peer.read_headers = _bearer(_create_token(peer.port, admin, "viewer"))
     peer.write_headers = _bearer(_create_token(peer.port, admin, "device"))

@@ -45,6 +45,12 @@ FANOUT = [
     ("redis µs/event", "redis_us_per_event"),
     ("KiB/stream", "rss_kib_per_stream"),
     ("loadgen CPU %", "loadgen_cpu_pct"),
+    ("server CPU wait %", "server_wait_pct"),
+    ("loadgen CPU wait %", "loadgen_wait_pct"),
+    ("gen-2 GCs", "gc2_count"),
+    ("GC s", "gc_pause_s"),
+    ("longest GC ms", "gc_max"),
+    ("longest loop lag ms", "lag_max"),
 ]
 INGEST = [
     ("POSTs/s", "posts_per_s"),

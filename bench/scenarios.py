@@ -7,6 +7,7 @@ count (``streams``), and closes every socket it opened before returning.
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
 import statistics
 from dataclasses import dataclass
@@ -14,7 +15,9 @@ from typing import Any
 
 from .loadgen import Sent, open_readers, publish_closed_loop, publish_paced
 from .peers import Peer
-from .procstat import tree_usage
+from .procstat import run_queue_wait, steal_seconds, tree_usage
+from .server_stalls import figures as stall_figures
+from .server_stalls import snapshot as stall_snapshot
 from .storm import open_storm, restart_storm
 
 HOST = "127.0.0.1"
@@ -80,13 +83,17 @@ async def run(peer: Peer, sc: Scenario, redis_pid: int | None) -> dict[str, Any]
 async def _fanout(peer: Peer, sc: Scenario, redis_pid: int | None) -> dict[str, Any]:
     sent = Sent()
     before = tree_usage(peer.pid)
+    # Collections while the streams open (and of the last scenario's closed ones) count apart from the load's.
+    stalls_open = await stall_snapshot(peer)
     readers = await open_readers(
         HOST, peer.port, peer.stream_path, sc.streams, sent, LATENCY_SAMPLE_STREAMS, headers=peer.read_headers
     )
     try:
         await asyncio.sleep(SETTLE)
         opened = tree_usage(peer.pid)
+        stalls0 = await stall_snapshot(peer)
         redis0, lg0 = tree_usage(redis_pid).cpu_seconds, _cpu_self()
+        lg_wait0, steal0 = run_queue_wait(os.getpid()), steal_seconds()
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         await publish_paced(
@@ -109,6 +116,8 @@ async def _fanout(peer: Peer, sc: Scenario, redis_pid: int | None) -> dict[str, 
         after = tree_usage(peer.pid)
         redis_cpu = tree_usage(redis_pid).cpu_seconds - redis0
         lg_cpu = _cpu_self() - lg0
+        lg_wait, steal = run_queue_wait(os.getpid()) - lg_wait0, steal_seconds() - steal0
+        stalls1 = await stall_snapshot(peer)
     finally:
         for reader in readers:
             reader.close()
@@ -117,7 +126,12 @@ async def _fanout(peer: Peer, sc: Scenario, redis_pid: int | None) -> dict[str, 
     skipped = sum(r.skipped for r in readers)
     latencies = [x for r in readers for x in r.latencies]
     cpu = after.cpu_seconds - opened.cpu_seconds
-    return {
+    during_open = {
+        f"open_{key}": value
+        for key, value in stall_figures(peer, stalls_open, stalls0).items()
+        if key in ("gc2_count", "gc_pause_s", "gc_max", "lag_max")
+    }
+    row = {
         "posted": sent.ok,
         "post_failed": sent.failed,
         "expected": expected,
@@ -136,8 +150,14 @@ async def _fanout(peer: Peer, sc: Scenario, redis_pid: int | None) -> dict[str, 
         "redis_us_per_event": round(1e6 * redis_cpu / delivered, 2) if delivered and redis_pid else None,
         "rss_kib_per_stream": round((opened.rss_bytes - before.rss_bytes) / 1024 / sc.streams, 2),
         "loadgen_cpu_pct": round(100 * lg_cpu / elapsed, 1),
+        # Time ready to run but without a CPU (other processes had it), per wall second: 100 = one thread-second.
+        "server_wait_pct": round(100 * (after.wait_seconds - opened.wait_seconds) / elapsed, 1),
+        "loadgen_wait_pct": round(100 * lg_wait / elapsed, 1),
+        # A VM's CPUs taken by other guests (all CPUs; 100 = one CPU): a wait no process here shows.
+        "steal_pct": round(100 * steal / elapsed, 1),
         "dropped_streams": sum(1 for r in readers if r.closed),
     }
+    return row | stall_figures(peer, stalls0, stalls1) | during_open
 
 
 async def _idle(peer: Peer, sc: Scenario) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.events.event import Event
-from app.events.hub import Hub, Reset
+from app.events.hub import Hub, Reset, Subscription
 from app.events.topics import TopicFilter
 
 
@@ -47,3 +47,27 @@ async def test_restart_from_sends_one_shared_reset_and_moves_the_floor() -> None
     # Events of the new log, older than the old floor, are delivered again.
     hub.dispatch(Event("1600000000001-0", "metric", "device/p", b"{}"))
     assert [e.id for e in a.drain() if isinstance(e, Event)] == ["1600000000001-0"]
+
+
+def pings(sub: Subscription) -> int:
+    return sum(1 for item in sub.drain() if isinstance(item, bytes) and b"event: ping" in item)
+
+
+async def test_keepalive_pings_a_slice_at_a_time_and_each_stream_once_an_interval() -> None:
+    hub = Hub(queue_size=16, keepalive_slices=4)
+    subs = [hub.subscribe(TopicFilter.parse("*")) for _ in range(10)]
+    per_tick = []
+    for part in range(4):
+        hub.tick(part)
+        per_tick.append(sum(pings(s) for s in subs))
+    assert per_tick == [3, 3, 2, 2], "a quarter of the streams per tick, never all at once"
+    for part in range(4):
+        hub.tick(part)
+    assert [pings(s) for s in subs] == [1] * 10, "one ping per stream per interval"
+
+
+async def test_one_keepalive_slice_pings_every_stream_at_once() -> None:
+    hub = Hub(queue_size=16)
+    subs = [hub.subscribe(TopicFilter.parse("*")) for _ in range(3)]
+    hub.tick()
+    assert [pings(s) for s in subs] == [1, 1, 1]

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -129,12 +129,37 @@ STREAMS_CLOSED = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+GC_PAUSE = Histogram(
+    "livedash_gc_pause_seconds",
+    "Time the cyclic garbage collector stopped the process, by generation (2: a full collection)",
+    ["generation"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0),
+    registry=REGISTRY,
+)
+LOOP_LAG = Histogram(
+    "livedash_event_loop_lag_seconds",
+    "How late a periodic tick of the event loop ran: the loop was busy or blocked that long",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0),
+    registry=REGISTRY,
+)
 MQTT_CONNECTED = Gauge(
     "livedash_mqtt_connected",
     "1 while this deployment's MQTT bridge is connected",
     multiprocess_mode="livemax",
     registry=REGISTRY,
 )
+
+
+# Figures gathered where a metric may not be touched (a gc callback can run
+# while this thread holds prometheus-client's non-reentrant lock), handed to
+# the metrics on the loop before each sample.
+_before_sample: list[Callable[[], None]] = []
+
+
+def before_sample(hook: Callable[[], None]) -> None:
+    """Run ``hook`` before every sample (each second and on every scrape); once, however often registered."""
+    if hook not in _before_sample:
+        _before_sample.append(hook)
 
 
 def multiprocess_mode() -> bool:
@@ -156,6 +181,8 @@ class BrokerSampler:
     conflated: int = 0
 
     def sample(self) -> None:
+        for hook in _before_sample:
+            hook()
         broker = self.hub
         subs = tuple(broker.subscriptions)
         STREAMS_OPEN.set(len(subs))
