@@ -22,16 +22,19 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
 from app.cli.serve import DEFAULT_BACKLOG
+from app.storage.embedded import EmbeddedServer
 
 ROOT = Path(__file__).resolve().parent.parent
 NCHAN_MODULE_PATHS = ("/usr/lib/nginx/modules/ngx_nchan_module.so", "/usr/share/nginx/modules/ngx_nchan_module.so")
@@ -41,6 +44,19 @@ BACKLOG = DEFAULT_BACKLOG
 
 class Unavailable(RuntimeError):
     """This peer cannot run on this machine (the message says why)."""
+
+
+@contextmanager
+def private_redis(prefix: str) -> Iterator[tuple[Path, EmbeddedServer]]:
+    """A temporary work directory and a private embedded Redis in it, running; both gone at the end."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        workdir = Path(tmp)
+        redis = EmbeddedServer(workdir / "redis")
+        redis.ensure_running()
+        try:
+            yield workdir, redis
+        finally:
+            redis.stop()
 
 
 def free_port() -> int:

@@ -19,17 +19,23 @@ import json
 import platform
 import resource
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from app.storage.embedded import EmbeddedServer
-
 from . import scenarios as sc_mod
-from .peers import Peer, Unavailable, start_bare, start_livedash, start_livedash_auth, start_naive, start_nchan
+from .peers import (
+    Peer,
+    Unavailable,
+    private_redis,
+    start_bare,
+    start_livedash,
+    start_livedash_auth,
+    start_naive,
+    start_nchan,
+)
 from .report import render
 from .scenarios import Scenario
 
@@ -77,30 +83,24 @@ async def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     peers = [p for p in args.peers.split(",") if p]
     rows: list[dict[str, Any]] = []
     extra = dict(item.split("=", 1) for item in args.livedash_env)
-    with tempfile.TemporaryDirectory(prefix="livedash-bench-") as tmp:
-        workdir = Path(tmp)
-        redis = EmbeddedServer(workdir / "redis")
-        redis.ensure_running()
-        try:
-            redis_pid = redis.pid()
-            starters: dict[str, Callable[[int], Peer]] = {
-                "livedash": lambda w: start_livedash(workdir, redis.url, w, extra),
-                "livedash-unpaced": lambda w: start_livedash(
-                    workdir, redis.url, w, extra | UNPACED, name="livedash-unpaced"
-                ),
-                "livedash-auth": lambda w: start_livedash_auth(workdir, redis.url, w, extra),
-                "livedash-uvicorn": lambda w: start_livedash_auth(workdir, redis.url, w, extra, server="uvicorn"),
-                "naive": lambda w: start_naive(workdir, redis.url, w),
-                "bare-hypercorn": lambda w: start_bare(workdir, w, "hypercorn"),
-                "bare-uvicorn": lambda w: start_bare(workdir, w, "uvicorn"),
-                "nchan": lambda w: start_nchan(workdir, w),
-            }
-            for workers in sorted({s.workers for s in plan}):
-                group = [s for s in plan if s.workers == workers]
-                for name in peers:
-                    rows += await _run_peer(name, starters[name], workers, group, redis_pid, workdir)
-        finally:
-            redis.stop()
+    with private_redis("livedash-bench-") as (workdir, redis):
+        redis_pid = redis.pid()
+        starters: dict[str, Callable[[int], Peer]] = {
+            "livedash": lambda w: start_livedash(workdir, redis.url, w, extra),
+            "livedash-unpaced": lambda w: start_livedash(
+                workdir, redis.url, w, extra | UNPACED, name="livedash-unpaced"
+            ),
+            "livedash-auth": lambda w: start_livedash_auth(workdir, redis.url, w, extra),
+            "livedash-uvicorn": lambda w: start_livedash_auth(workdir, redis.url, w, extra, server="uvicorn"),
+            "naive": lambda w: start_naive(workdir, redis.url, w),
+            "bare-hypercorn": lambda w: start_bare(workdir, w, "hypercorn"),
+            "bare-uvicorn": lambda w: start_bare(workdir, w, "uvicorn"),
+            "nchan": lambda w: start_nchan(workdir, w),
+        }
+        for workers in sorted({s.workers for s in plan}):
+            group = [s for s in plan if s.workers == workers]
+            for name in peers:
+                rows += await _run_peer(name, starters[name], workers, group, redis_pid, workdir)
     return rows
 
 

@@ -22,15 +22,12 @@ import bisect
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-from app.storage.embedded import EmbeddedServer
-
 from .loadgen import Sent, open_readers, publish_paced
-from .peers import Peer, start_livedash
+from .peers import Peer, private_redis, start_livedash
 from .procstat import descendants
 from .run import raise_fd_limit
 
@@ -85,19 +82,13 @@ class Poller(threading.Thread):
 async def measure(args: argparse.Namespace) -> None:
     raise_fd_limit()
     extra = dict(item.split("=", 1) for item in args.livedash_env)
-    with tempfile.TemporaryDirectory(prefix="livedash-timeline-") as tmp:
-        workdir = Path(tmp)
-        redis = EmbeddedServer(workdir / "redis")
-        redis.ensure_running()
+    with private_redis("livedash-timeline-") as (workdir, redis):
+        peer = start_livedash(workdir, redis.url, 1, extra)
         try:
-            peer = start_livedash(workdir, redis.url, 1, extra)
-            try:
-                assert peer.pid is not None
-                await _run(args, peer, worker_pid(peer.pid))
-            finally:
-                peer.stop()
+            assert peer.pid is not None
+            await _run(args, peer, worker_pid(peer.pid))
         finally:
-            redis.stop()
+            peer.stop()
 
 
 async def _run(args: argparse.Namespace, peer: Peer, worker: int) -> None:

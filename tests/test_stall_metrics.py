@@ -73,7 +73,8 @@ async def test_a_blocked_loop_shows_as_lag(stall_client: QuartClient, caplog: py
 
     slow_before = over(0.1, await scrape(stall_client))
     with caplog.at_level(logging.WARNING, logger="app.ops.loop_lag"):
-        time.sleep(0.25)  # what a blocking call in a handler does to every stream
+        # The stall under test, not a wait: a blocking call holds the loop as a handler's would.
+        time.sleep(0.25)
 
         async def seen() -> bool:
             return over(0.1, await scrape(stall_client)) > slow_before

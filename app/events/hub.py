@@ -319,10 +319,10 @@ class Hub:
             if sub.topics.matches(event.topic) and (sub.push(event) or self._overflow(sub, event)):
                 self.delivered += 1
 
-    def broadcast(self, item: bytes | Reset) -> None:
-        """One shared item to every subscriber, whatever its topics."""
+    def broadcast(self, item: bytes | Reset, phase: int | None = None) -> None:
+        """One shared item to every subscriber (of one keep-alive ``phase`` if given), whatever its topics."""
         for sub in tuple(self.subscriptions):
-            if not sub.push(item):
+            if (phase is None or sub.phase == phase) and not sub.push(item):
                 self._overflow(sub, item)
 
     def sweep_stuck(self) -> None:
@@ -350,11 +350,7 @@ class Hub:
         """
         if part == 0:
             self.sweep_stuck()
-        ping = ping_frame()
-        for sub in tuple(self.subscriptions):
-            # With one slice every phase is 0.
-            if sub.phase == part and not sub.push(ping):
-                self._overflow(sub, ping)
+        self.broadcast(ping_frame(), phase=part)  # with one slice every phase is 0
 
     # --- what the reader reports ----------------------------------------------
     def feed_lost(self) -> None:
